@@ -1,0 +1,110 @@
+"""Model registry: named builders for the FaceMat family.
+
+Variants are named builders; a checkpoint stores the name and the config
+dataclass, so loading needs no flags::
+
+    model = build_model("student")
+    model = build_model("teacher", size=512)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from torch import nn
+
+from facemat.errors import ConfigError
+from facemat.models.matting import (
+    FaceMatStudent,
+    FaceMatTeacher,
+    MatteNetConfig,
+    TensorSpec,
+    check_input,
+)
+
+__all__ = [
+    "FaceMatStudent",
+    "FaceMatTeacher",
+    "MatteNetConfig",
+    "TensorSpec",
+    "build_model",
+    "check_input",
+    "list_models",
+    "model_kind",
+    "register_model",
+]
+
+_REGISTRY: dict[str, tuple[type[nn.Module], MatteNetConfig]] = {}
+
+
+def register_model(name: str, cls: type[nn.Module], cfg: MatteNetConfig) -> None:
+    """Register a named variant: a model class and its default config."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = (cls, cfg)
+
+
+def list_models() -> list[str]:
+    """Names of all registered variants, in registration order."""
+    return list(_REGISTRY)
+
+
+def default_config(name: str) -> MatteNetConfig:
+    """The registered default config of variant ``name``."""
+    _check_name(name)
+    return _REGISTRY[name][1]
+
+
+def model_kind(name: str) -> str:
+    """``"student"`` or ``"teacher"`` for a registered variant."""
+    _check_name(name)
+    return "teacher" if issubclass(_REGISTRY[name][0], FaceMatTeacher) else "student"
+
+
+def build_model(name: str, config: MatteNetConfig | dict | None = None, **overrides) -> nn.Module:
+    """Build variant ``name``.
+
+    Args:
+        name: a registered variant (see ``list_models()``).
+        config: a full config (dataclass or dict, as stored in a checkpoint);
+            defaults to the variant's registered config.
+        **overrides: config fields to replace, e.g. ``size=512``.
+    """
+    _check_name(name)
+    cls, default = _REGISTRY[name]
+    if config is None:
+        cfg = default
+    elif isinstance(config, MatteNetConfig):
+        cfg = config
+    else:
+        known = {f.name for f in dataclasses.fields(MatteNetConfig)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ConfigError(f"config for model {name!r} has unknown fields {unknown}")
+        cfg = MatteNetConfig(**config)
+    if overrides:
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(MatteNetConfig)})
+        if unknown:
+            raise ConfigError(f"unknown config fields {unknown} for model {name!r}")
+        cfg = dataclasses.replace(cfg, **overrides)
+    model = cls(cfg)
+    model.arch = name  # the registry name, stored in checkpoints
+    return model
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}")
+
+
+# The shipped student: ~40 M MACs at 256x256, the cost of a face mesh.
+register_model("student", FaceMatStudent, MatteNetConfig())
+# The teacher: same layout, about 10x the MACs, plus the uncertainty head.
+register_model(
+    "teacher",
+    FaceMatTeacher,
+    MatteNetConfig(
+        stem=16, widths=(32, 48, 96, 160), depths=(2, 3, 3, 3), expand=4, decoder=(96, 64, 32, 16), refine=16
+    ),
+)
