@@ -1,0 +1,492 @@
+"""The training loop shared by the teacher and the student.
+
+What it guarantees:
+
+* **Deterministic data by step.** Batch ``s`` on rank ``r`` holds the stream
+  indices ``s*B*W + r*B + j`` (``B`` per-rank batch, ``W`` world size). The
+  generator renders index ``g`` on demand; a folder maps ``g`` to a per-epoch
+  permutation and seeds its augmentation by ``(seed, epoch, index)``. Resuming
+  therefore only needs the step counter to restore the data position.
+* **Exact resume.** ``last.pt`` carries the model, optimizer, scheduler, RNG
+  states, step and best score; on CPU a resumed run ends with the same weights
+  as an uninterrupted one.
+* **Nothing lost on a crash.** Checkpoints, ``config.json`` and
+  ``metrics.jsonl`` rewrites are atomic (temp file, then rename).
+* **Data parallel under torchrun.** DDP with gloo on CPU and NCCL on CUDA;
+  rank 0 alone logs and writes checkpoints, saved from the unwrapped model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from facemat.checkpoint import read_checkpoint, save_checkpoint, unwrap
+from facemat.errors import ConfigError
+from facemat.io import write_json_atomic, write_text_atomic
+
+# The generator is an endless stream; any index below this renders a new face.
+SYNTH_STREAM_LENGTH = 2**31 - 1
+
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class TrainSettings:
+    """Settings every training command shares; see each command's ``--help``."""
+
+    data: str = "synth"
+    out: str = "runs/train"
+    steps: int = 1500
+    batch: int = 8
+    size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    seed: int = 0
+    val_data: str | None = None
+    val_count: int = 32
+    val_every: int = 250
+    ckpt_every: int = 100
+    log_every: int = 10
+    workers: int = 1
+    device: str = "auto"
+    amp: bool = False
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        for name, low in (("steps", 1), ("batch", 1), ("val_count", 1), ("val_every", 1), ("ckpt_every", 1),
+                          ("log_every", 1), ("warmup", 0), ("workers", 0), ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        if self.size <= 0 or self.size % 32:
+            raise ConfigError(f"--size must be a positive multiple of 32, got {self.size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.data != "synth" and not Path(self.data).is_dir():
+            raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or 'synth')")
+        if self.val_data is not None and not Path(self.val_data).is_dir():
+            raise ConfigError(f"--val-data: {self.val_data} is not a folder")
+
+
+# Settings that may change between an interrupted run and its resume.
+RESUMABLE_CHANGES = {"resume", "steps", "workers", "log_every", "val_every", "ckpt_every", "device"}
+
+
+# --------------------------------------------------------------------------- data
+
+
+class StreamDataset(torch.utils.data.Dataset):
+    """Maps a global stream index to a sample of the underlying dataset.
+
+    For the generator the stream index is the sample index. For a folder of
+    ``N`` training items, index ``g`` is item ``perm_e[g % N]`` of epoch
+    ``e = g // N``, with a per-epoch permutation seeded by ``(seed, e)``.
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, indices: list[int] | None, seed: int):
+        self.base = base
+        self.indices = indices  # None: the generator, every index is valid
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return SYNTH_STREAM_LENGTH
+
+    def __getitem__(self, g: int) -> dict[str, Any]:
+        if self.indices is None:
+            return self.base[g]
+        n = len(self.indices)
+        epoch, pos = divmod(g, n)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(n)
+        self.base.set_epoch(epoch)  # this process's copy; read synchronously below
+        return self.base[self.indices[perm[pos]]]
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Yields the index lists of steps ``start .. total-1`` for one rank."""
+
+    def __init__(self, batch: int, world: int, rank: int, start: int, total: int):
+        self.batch, self.world, self.rank, self.start, self.total = batch, world, rank, start, total
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+    def __iter__(self):
+        for step in range(self.start, self.total):
+            first = step * self.batch * self.world + self.rank * self.batch
+            yield list(range(first, first + self.batch))
+
+
+def build_datasets(s: TrainSettings) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, str]:
+    """The training stream and the held-out validation set, plus a description."""
+    if s.data == "synth":
+        from facemat.data.synth import SynthDataset
+
+        train = StreamDataset(SynthDataset(SYNTH_STREAM_LENGTH, seed=s.seed, size=s.size, split="train"), None, s.seed)
+        val = SynthDataset(s.val_count, seed=s.seed, size=s.size, split="val")
+        return train, val, f"synth (on the fly, {s.size}x{s.size}); val: synth split 'val', {s.val_count} samples"
+
+    from facemat.data.folder import MattingFolder
+
+    folder = MattingFolder(s.data, size=s.size, augment=True, seed=s.seed)
+    if s.val_data is not None:
+        val = MattingFolder(s.val_data, size=s.size)
+        train_idx = list(range(len(folder)))
+        where = f"{s.val_data} ({len(val)} samples)"
+    else:
+        n = len(folder)
+        n_val = min(s.val_count, max(1, n // 10))
+        if n - n_val < 1:
+            raise ConfigError(f"--data: {s.data} holds {n} sample(s); need at least 2 to hold one out for validation")
+        train_idx = list(range(n - n_val))
+        val = torch.utils.data.Subset(MattingFolder(s.data, size=s.size), list(range(n - n_val, n)))
+        where = f"last {n_val} samples of {s.data} (held out)"
+    return StreamDataset(folder, train_idx, s.seed), val, f"{s.data} ({len(train_idx)} training samples); val: {where}"
+
+
+# ----------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_flag: str) -> tuple[Dist, torch.device]:
+    """Join the process group when launched by torchrun; pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_flag == "cuda" or (device_flag == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available on this machine")
+    device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local), device
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 over a model's state dict (names and exact bytes)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(unwrap(model).state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _param_digest(model: nn.Module) -> str:
+    """sha256 over the trainable parameters only (what DDP's all-reduce keeps equal)."""
+    h = hashlib.sha256()
+    for name, p in sorted(unwrap(model).named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------- the loop
+
+
+def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to 5 % of the base rate."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _prepare_out(s: TrainSettings, resolved: dict[str, Any]) -> Path | None:
+    """Check ``--out`` against ``--resume``; return ``last.pt`` to resume from, if any."""
+    out = Path(s.out)
+    last = out / "last.pt"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a folder")
+    if not last.exists():
+        return None
+    if not s.resume:
+        raise ConfigError(f"--out: {out} already holds a run (last.pt); pass --resume to continue it or pick another --out")
+    saved = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    differ = sorted(k for k in resolved if k not in RESUMABLE_CHANGES and k in saved and saved[k] != resolved[k])
+    if differ:
+        diffs = ", ".join(f"{k}: {saved[k]!r} -> {resolved[k]!r}" for k in differ)
+        raise ConfigError(f"--resume: settings differ from the run in {out} ({diffs}); use another --out")
+    return last
+
+
+class _Log:
+    """Rank-0 ``metrics.jsonl`` appender."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until: int | None):
+        self.path, self.enabled = path, enabled
+        if enabled and keep_until is not None and path.exists():
+            # Drop records written after the checkpoint we resume from: they
+            # will be produced again, identically.
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= keep_until]
+            write_text_atomic(path, "".join(ln + "\n" for ln in kept))
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    best_score: float
+    wall_s: float
+    final_digest: str
+
+
+def train(
+    s: TrainSettings,
+    model: nn.Module,
+    loss_fn: LossFn,
+    evaluate: Callable[[nn.Module, torch.utils.data.Dataset, torch.device], dict[str, float]],
+    command: str,
+    extra_config: dict[str, Any] | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``model`` with ``loss_fn`` and write ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``config.json``.
+
+    Args:
+        s: shared settings.
+        model: a freshly built registry model (on CPU).
+        loss_fn: ``(model, batch) -> (loss, floats to log)``; ``batch`` holds
+            ``image`` ``B x 3 x S x S`` and ``alpha`` ``B x 1 x S x S`` on the device.
+        evaluate: ``(unwrapped model, val set, device) -> metrics``; must hold
+            ``"score"`` (lower is better) used to pick ``best.pt``.
+        command: the command name, stored in config and checkpoints.
+        extra_config: command-specific resolved settings for ``config.json``.
+        stop_after: stop cleanly after this global step (tests, time boxes);
+            ``last.pt`` then allows ``--resume``.
+    """
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    world_info, device = setup_distributed(s.device)
+    if s.amp and device.type != "cuda":
+        raise ConfigError("--amp needs a CUDA device (bf16 autocast); drop it on CPU")
+    resolved = {**dataclasses.asdict(s), **(extra_config or {}), "command": command, "world_size": world_info.world}
+    resume_from = _prepare_out(s, resolved)
+    out = Path(s.out)
+    if world_info.main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(s.seed)
+    train_set, val_set, data_desc = build_datasets(s)
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.warmup, s.steps))
+    start_step, best = 0, float("inf")
+    if resume_from is not None:
+        ckpt = read_checkpoint(resume_from)
+        unwrap(model).load_state_dict(ckpt["state_dict"], strict=True)
+        ts = ckpt["train_state"]
+        opt.load_state_dict(ts["optimizer"])
+        sched.load_state_dict(ts["scheduler"])
+        _set_rng_state(ts["rng"])
+        start_step, best = int(ts["step"]), float(ts["best"])
+    log = _Log(out / "metrics.jsonl", world_info.main, start_step if resume_from else None)
+    if world_info.main:
+        write_json_atomic(out / "config.json", resolved)
+        if resume_from is None:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        where = f"resuming at step {start_step}" if resume_from else "starting"
+        print(f"{command}: {where}; data {data_desc}; device {device}; world {world_info.world}", file=sys.stderr)
+
+    ddp_model = model
+    if world_info.world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    end_step = s.steps if stop_after is None else min(s.steps, stop_after)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_sampler=StepBatchSampler(s.batch, world_info.world, world_info.rank, start_step, end_step),
+        num_workers=s.workers,
+        persistent_workers=False,
+    )
+
+    def save(step: int, name: str) -> None:
+        meta = {"command": command, "step": step, "settings": resolved, "best_val_score": best}
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+                 "step": step, "best": best}
+        save_checkpoint(out / name, model, meta=meta, train_state=state)
+
+    bar = tqdm(total=s.steps, initial=start_step, desc=command, disable=not world_info.main, dynamic_ncols=True,
+               file=sys.stderr)
+    step = start_step
+    t_log, n_log = time.perf_counter(), 0
+    ddp_model.train()
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        alphas = batch["alpha"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
+            loss, parts = loss_fn(ddp_model, {"image": images, "alpha": alphas})
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        n_log += images.shape[0] * world_info.world
+        bar.update(1)
+        if step % s.log_every == 0 or step == end_step:
+            now = time.perf_counter()
+            rate = n_log / max(now - t_log, 1e-9)
+            t_log, n_log = now, 0
+            bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.1f}")
+            log({"kind": "train", "step": step, "loss": loss.item(), **parts, "lr": sched.get_last_lr()[0],
+                 "samples_per_s": rate, "elapsed_s": now - t_start})
+        if step % s.val_every == 0 or step == s.steps:
+            if world_info.main:
+                metrics = evaluate(model, val_set, device)
+                improved = metrics["score"] < best
+                best = min(best, metrics["score"])
+                log({"kind": "val", "step": step, **metrics, "best": improved})
+                if improved:
+                    save(step, "best.pt")
+                model.train()
+            if world_info.world > 1:
+                dist.barrier()
+        if world_info.main and (step % s.ckpt_every == 0 or step == end_step):
+            save(step, "last.pt")
+    bar.close()
+
+    param_digest = _param_digest(model)
+    if world_info.world > 1:
+        # DDP broadcasts BatchNorm buffers from rank 0 before each forward, so
+        # after the last one every rank holds its own running statistics:
+        # give all ranks rank 0's (the ones its checkpoints hold).
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+    digest = state_digest(model)
+    if world_info.world > 1:
+        digests: list[str] = [""] * world_info.world
+        dist.all_gather_object(digests, digest)
+        param_digests: list[str] = [""] * world_info.world
+        dist.all_gather_object(param_digests, param_digest)
+        log({"kind": "ddp", "step": step, "rank_weight_sha256": digests, "rank_param_sha256": param_digests})
+        dist.barrier()
+    wall = time.perf_counter() - t_start
+    log({"kind": "done" if step == s.steps else "stopped", "step": step, "wall_s": wall, "weight_sha256": digest})
+    return TrainResult(out=out, steps=step, best_score=best, wall_s=wall, final_digest=digest)
+
+
+def add_common_args(parser) -> None:
+    """The flags of :class:`TrainSettings`."""
+    d = TrainSettings()
+    parser.add_argument("--data", default=d.data, help="'synth' (on-the-fly generator) or a dataset folder")
+    parser.add_argument("--out", required=True, help="output folder: last.pt, best.pt, metrics.jsonl, config.json")
+    parser.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    parser.add_argument("--batch", type=int, default=d.batch, help=f"batch per process (default {d.batch})")
+    parser.add_argument("--size", type=int, default=d.size,
+                        help=f"training resolution, a multiple of 32 (default {d.size}; the model's export size stays "
+                             "its config size)")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    parser.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps, then cosine decay")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed for init, data order and augmentation")
+    parser.add_argument("--val-data", default=None, help="validation folder (default: synth 'val' split, or the "
+                        "last 10%% of a --data folder)")
+    parser.add_argument("--val-count", type=int, default=d.val_count, help="validation samples (synth)")
+    parser.add_argument("--val-every", type=int, default=d.val_every, help="validate every N steps")
+    parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="write last.pt every N steps")
+    parser.add_argument("--log-every", type=int, default=d.log_every, help="log to metrics.jsonl every N steps")
+    parser.add_argument("--workers", type=int, default=d.workers, help="data-loading worker processes")
+    parser.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"], help="default: CUDA if present")
+    parser.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA only)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+
+
+def common_settings(args) -> dict[str, Any]:
+    """Keyword arguments for :class:`TrainSettings` from parsed args."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainSettings)}
+
+
+@torch.no_grad()
+def validate(model: nn.Module, val_set: torch.utils.data.Dataset, device: torch.device, batch: int = 8) -> dict[str, float]:
+    """Alpha quality on the validation set; ``score`` is the MSE (lower is better).
+
+    Works for the student (alpha) and the teacher (alpha, b); for the teacher it
+    also reports the Laplace NLL and the mean predicted ``b`` against the mean
+    absolute error (a calibrated teacher has them close).
+    """
+    from facemat.losses import laplace_nll
+
+    model.eval()
+    sums: dict[str, float] = {}
+    n_img = 0
+    loader = torch.utils.data.DataLoader(val_set, batch_size=batch, shuffle=False, num_workers=0)
+    for item in loader:
+        x, y = item["image"].to(device), item["alpha"].to(device)
+        out = model(x)
+        alpha, b = (out if isinstance(out, tuple) else (out, None))
+        err = (alpha - y).abs()
+        per = {
+            "l1": err.mean(dim=(1, 2, 3)),
+            "mse": (err**2).mean(dim=(1, 2, 3)),
+            "sad": err.sum(dim=(1, 2, 3)) / 1000.0,
+            "iou": _iou(alpha >= 0.5, y >= 0.5),
+        }
+        if b is not None:
+            per["nll"] = torch.stack([laplace_nll(alpha[i], b[i], y[i], beta=0.0) for i in range(len(x))])
+            per["mean_b"] = b.mean(dim=(1, 2, 3))
+        for k, v in per.items():
+            sums[k] = sums.get(k, 0.0) + float(v.sum())
+        n_img += len(x)
+    metrics = {k: v / n_img for k, v in sums.items()}
+    metrics["score"] = metrics["mse"]
+    return metrics
+
+
+def _iou(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    inter = (p & g).sum(dim=(1, 2, 3)).float()
+    union = (p | g).sum(dim=(1, 2, 3)).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))

@@ -1,0 +1,199 @@
+"""``python -m training.evaluate``: matting metrics of any checkpoint on any dataset folder.
+
+Reports SAD, MSE, Grad, Conn and IoU (facemat.metrics) as the mean over images:
+
+* overall;
+* in the boundary band (a dilated band around the ground truth's soft and
+  0.5-crossing pixels);
+* in the high-uncertainty band (top 10 % of the teacher's ``b`` per image), when
+  a teacher is known: ``--teacher``, or the checkpoint itself if it is one.
+
+With a teacher it also reports whether its uncertainty means something: the
+Spearman rank correlation between ``b`` and the teacher's own absolute error,
+per image (mean and median) and pooled over all pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from facemat.cli import add_debug_flag, run_main
+from facemat.errors import ConfigError
+from facemat.io import write_json_atomic
+
+METRICS = ("sad", "mse", "grad", "conn", "iou")
+POOLED_PIXELS = 2_000_000  # pooled Spearman subsamples to this many pixels
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    checkpoint: str
+    data: str
+    teacher: str | None = None
+    json_out: str | None = None
+    size: int | None = None
+    batch: int = 8
+    limit: int | None = None
+    band_width: int = 8
+    uncertainty_top: float = 0.10
+
+    def __post_init__(self) -> None:
+        if not Path(self.checkpoint).is_file():
+            raise ConfigError(f"--checkpoint: {self.checkpoint} is not a file")
+        if self.teacher is not None and not Path(self.teacher).is_file():
+            raise ConfigError(f"--teacher: {self.teacher} is not a file")
+        if self.size is not None and (self.size <= 0 or self.size % 32):
+            raise ConfigError(f"--size must be a positive multiple of 32, got {self.size}")
+        if self.batch < 1:
+            raise ConfigError(f"--batch must be >= 1, got {self.batch}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if not 0 < self.uncertainty_top < 1:
+            raise ConfigError(f"--uncertainty-top must be in (0, 1), got {self.uncertainty_top}")
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")  # undefined for a constant input
+    return float(spearmanr(x, y).statistic)
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+@torch.no_grad()
+def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
+    """Evaluate ``settings.checkpoint`` on ``settings.data``; returns the report dict."""
+    from tqdm import tqdm
+
+    from facemat.checkpoint import file_sha256, load_checkpoint
+    from facemat.data.folder import MattingFolder
+    from facemat.metrics import boundary_band, matting_metrics, uncertainty_band
+    from facemat.models import model_kind
+
+    model, ckpt = load_checkpoint(settings.checkpoint)
+    kind = model_kind(ckpt["model"]["arch"])
+    teacher = None
+    if settings.teacher is not None:
+        teacher, _ = load_checkpoint(settings.teacher, expect="teacher")
+    elif kind == "teacher":
+        teacher = model
+    data = MattingFolder(settings.data, size=settings.size)
+    n = len(data) if settings.limit is None else min(settings.limit, len(data))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(n)), batch_size=settings.batch)
+
+    per_image: dict[str, dict[str, list[float]]] = {"overall": {}, "boundary": {}, "uncertainty": {}}
+    rho_images: list[float] = []
+    pooled_b: list[np.ndarray] = []
+    pooled_err: list[np.ndarray] = []
+    rng = np.random.default_rng(0)
+    per_img_pixels = max(1, POOLED_PIXELS // max(1, n))
+    for batch in tqdm(loader, desc="evaluate", file=sys.stderr, disable=n <= settings.batch):
+        out = model(batch["image"])
+        pred = (out[0] if isinstance(out, tuple) else out).numpy()[:, 0]
+        gt = batch["alpha"].numpy()[:, 0]
+        t_alpha = t_b = None
+        if teacher is not None:
+            t_out = out if teacher is model else teacher(batch["image"])
+            t_alpha, t_b = t_out[0].numpy()[:, 0], t_out[1].numpy()[:, 0]
+        for i in range(len(pred)):
+            bands = {"overall": None, "boundary": boundary_band(gt[i], width=settings.band_width)}
+            if t_b is not None:
+                bands["uncertainty"] = uncertainty_band(t_b[i], top=settings.uncertainty_top)
+            for band, mask in bands.items():
+                for k, v in matting_metrics(pred[i], gt[i], mask=mask).items():
+                    per_image[band].setdefault(k, []).append(v)
+            if t_b is not None:
+                err = np.abs(t_alpha[i] - gt[i]).ravel()
+                b = t_b[i].ravel()
+                rho_images.append(_spearman(b, err))
+                pick = rng.choice(b.size, size=min(b.size, per_img_pixels), replace=False)
+                pooled_b.append(b[pick])
+                pooled_err.append(err[pick])
+
+    report: dict[str, Any] = {
+        "checkpoint": str(settings.checkpoint),
+        "checkpoint_sha256": file_sha256(settings.checkpoint),
+        "arch": ckpt["model"]["arch"],
+        "kind": kind,
+        "data": str(settings.data),
+        "images": n,
+        "size": settings.size,
+        "teacher": settings.teacher if settings.teacher else ("self" if teacher is not None else None),
+        "bands": {
+            band: {k: _mean(v) for k, v in values.items()}
+            for band, values in per_image.items()
+            if values
+        },
+        "band_definitions": {
+            "boundary": f"facemat.metrics.boundary_band(gt, width={settings.band_width})",
+            "uncertainty": f"top {settings.uncertainty_top:.0%} of the teacher's b per image",
+        },
+    }
+    if rho_images:
+        finite = [r for r in rho_images if not math.isnan(r)]
+        report["uncertainty_error_spearman"] = {
+            "per_image_mean": _mean(rho_images),
+            "per_image_median": float(np.median(finite)) if finite else float("nan"),
+            "pooled": _spearman(np.concatenate(pooled_b), np.concatenate(pooled_err)),
+            "images": len(finite),
+        }
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a plain-text table."""
+    lines = [f"{report['arch']} ({report['kind']}) on {report['data']}: {report['images']} images",
+             f"{'band':<12}" + "".join(f"{m:>10}" for m in METRICS)]
+    for band, values in report["bands"].items():
+        lines.append(f"{band:<12}" + "".join(f"{values[m]:>10.4f}" for m in METRICS))
+    if "uncertainty_error_spearman" in report:
+        s = report["uncertainty_error_spearman"]
+        lines.append(f"teacher b vs |error| Spearman: per image mean {s['per_image_mean']:.3f}, "
+                     f"median {s['per_image_median']:.3f}; pooled {s['pooled']:.3f}")
+    lines.append("SAD, Grad, Conn are /1000 per image; MSE raw; IoU at alpha >= 0.5; means over images.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description="Evaluate a FaceMat checkpoint (teacher or student) on a dataset folder "
+        "(images/ + alphas/): SAD, MSE, Grad, Conn and IoU overall, in the boundary band and, with a teacher, "
+        "in the high-uncertainty band; plus the teacher's uncertainty/error Spearman correlation.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint to evaluate (.pt)")
+    parser.add_argument("--data", required=True, help="dataset folder in the images/ + alphas/ layout")
+    parser.add_argument("--teacher", help="teacher checkpoint for the high-uncertainty band and the correlation")
+    parser.add_argument("--json", dest="json_out", help="also write the report as one JSON object here")
+    parser.add_argument("--size", type=int, help="resize to SIZE x SIZE (a multiple of 32); default: native size")
+    parser.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images")
+    parser.add_argument("--band-width", type=int, default=8, help="boundary band half-width in pixels")
+    parser.add_argument("--uncertainty-top", type=float, default=0.10, help="fraction of pixels in the uncertainty band")
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+    settings = EvaluateSettings(args.checkpoint, args.data, args.teacher, args.json_out, args.size, args.batch,
+                                args.limit, args.band_width, args.uncertainty_top)
+    report = evaluate(settings)
+    print(format_table(report))
+    if settings.json_out:
+        write_json_atomic(settings.json_out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
