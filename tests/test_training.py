@@ -204,3 +204,24 @@ def test_evaluate_cli_errors(tmp_path: Path, disc_folder: Path):
                            "--data", str(disc_folder)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: --checkpoint: {tmp_path / 'none.pt'} is not a file"]
+
+
+def test_synth_stream_trains_on_deterministic_crops_of_full_renders():
+    from facemat.data.synth import SynthDataset
+    from training.common import StreamDataset, TrainSettings, build_datasets
+
+    render = SynthDataset(100, seed=3, size=128)
+    stream = StreamDataset(render, None, seed=3, crop=64)
+    item = stream[7]
+    full = render[7]
+    assert item["image"].shape == (3, 64, 64) and item["alpha"].shape == (1, 64, 64)
+    # The crop is a window of the full render, at the same pixel scale.
+    found = [(y, x) for y in range(65) for x in range(65)
+             if torch.equal(full["alpha"][:, y:y + 64, x:x + 64], item["alpha"])
+             and torch.equal(full["image"][:, y:y + 64, x:x + 64], item["image"])]
+    assert found
+    assert torch.equal(stream[7]["image"], item["image"])  # deterministic per index
+    train, val, desc = build_datasets(TrainSettings(size=64, render_size=128, val_count=2, out="x"))
+    assert train[0]["image"].shape[-1] == 64 and val[0]["image"].shape[-1] == 128
+    with pytest.raises(ConfigError, match="--render-size must be a multiple of 32 and >= --size"):
+        TrainSettings(size=128, render_size=96, out="x")

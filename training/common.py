@@ -53,6 +53,7 @@ class TrainSettings:
     steps: int = 1500
     batch: int = 8
     size: int = 128
+    render_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup: int = 50
@@ -75,6 +76,8 @@ class TrainSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
         if self.size <= 0 or self.size % 32:
             raise ConfigError(f"--size must be a positive multiple of 32, got {self.size}")
+        if self.render_size % 32 or self.render_size < self.size:
+            raise ConfigError(f"--render-size must be a multiple of 32 and >= --size ({self.size}), got {self.render_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         if self.weight_decay < 0:
@@ -97,22 +100,33 @@ RESUMABLE_CHANGES = {"resume", "steps", "workers", "log_every", "val_every", "ck
 class StreamDataset(torch.utils.data.Dataset):
     """Maps a global stream index to a sample of the underlying dataset.
 
-    For the generator the stream index is the sample index. For a folder of
-    ``N`` training items, index ``g`` is item ``perm_e[g % N]`` of epoch
-    ``e = g // N``, with a per-epoch permutation seeded by ``(seed, e)``.
+    For the generator the stream index is the sample index; when ``crop`` is
+    smaller than the rendered size, a random ``crop x crop`` window (seeded by
+    ``(seed, g)``) is cut out, so the net trains cheaply at the pixel scale it
+    will run at. For a folder of ``N`` training items, index ``g`` is item
+    ``perm_e[g % N]`` of epoch ``e = g // N``, with a per-epoch permutation
+    seeded by ``(seed, e)`` (the folder loader does its own scale-and-crop).
     """
 
-    def __init__(self, base: torch.utils.data.Dataset, indices: list[int] | None, seed: int):
+    def __init__(self, base: torch.utils.data.Dataset, indices: list[int] | None, seed: int, crop: int | None = None):
         self.base = base
         self.indices = indices  # None: the generator, every index is valid
         self.seed = seed
+        self.crop = crop
 
     def __len__(self) -> int:
         return SYNTH_STREAM_LENGTH
 
     def __getitem__(self, g: int) -> dict[str, Any]:
         if self.indices is None:
-            return self.base[g]
+            item = self.base[g]
+            h, w = item["image"].shape[-2:]
+            if self.crop is None or (h, w) == (self.crop, self.crop):
+                return item
+            rng = np.random.default_rng([self.seed, g, 1])
+            y, x = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
+            window = (slice(None), slice(y, y + self.crop), slice(x, x + self.crop))
+            return {**item, "image": item["image"][window].contiguous(), "alpha": item["alpha"][window].contiguous()}
         n = len(self.indices)
         epoch, pos = divmod(g, n)
         perm = np.random.default_rng([self.seed, epoch]).permutation(n)
@@ -140,9 +154,11 @@ def build_datasets(s: TrainSettings) -> tuple[torch.utils.data.Dataset, torch.ut
     if s.data == "synth":
         from facemat.data.synth import SynthDataset
 
-        train = StreamDataset(SynthDataset(SYNTH_STREAM_LENGTH, seed=s.seed, size=s.size, split="train"), None, s.seed)
-        val = SynthDataset(s.val_count, seed=s.seed, size=s.size, split="val")
-        return train, val, f"synth (on the fly, {s.size}x{s.size}); val: synth split 'val', {s.val_count} samples"
+        render = SynthDataset(SYNTH_STREAM_LENGTH, seed=s.seed, size=s.render_size, split="train")
+        train = StreamDataset(render, None, s.seed, crop=s.size)
+        val = SynthDataset(s.val_count, seed=s.seed, size=s.render_size, split="val")
+        return train, val, (f"synth (on the fly, {s.size}x{s.size} crops of {s.render_size}x{s.render_size} renders); "
+                            f"val: synth split 'val', {s.val_count} full {s.render_size}x{s.render_size} samples")
 
     from facemat.data.folder import MattingFolder
 
@@ -427,8 +443,11 @@ def add_common_args(parser) -> None:
     parser.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
     parser.add_argument("--batch", type=int, default=d.batch, help=f"batch per process (default {d.batch})")
     parser.add_argument("--size", type=int, default=d.size,
-                        help=f"training resolution, a multiple of 32 (default {d.size}; the model's export size stays "
+                        help=f"training crop size, a multiple of 32 (default {d.size}; the model's export size stays "
                              "its config size)")
+    parser.add_argument("--render-size", type=int, default=d.render_size,
+                        help=f"synth only: render faces at this size, then train on random --size crops, so the net "
+                             f"learns the pixel scale it runs at (default {d.render_size}, the export size)")
     parser.add_argument("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     parser.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps, then cosine decay")

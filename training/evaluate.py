@@ -30,7 +30,7 @@ from facemat.cli import add_debug_flag, run_main
 from facemat.errors import ConfigError
 from facemat.io import write_json_atomic
 
-METRICS = ("sad", "mse", "grad", "conn", "iou")
+from facemat.evaluation import MATTING_KEYS as METRICS
 POOLED_PIXELS = 2_000_000  # pooled Spearman subsamples to this many pixels
 
 
@@ -81,7 +81,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
 
     from facemat.checkpoint import file_sha256, load_checkpoint
     from facemat.data.folder import MattingFolder
-    from facemat.metrics import boundary_band, matting_metrics, uncertainty_band
+    from facemat.evaluation import BandScores
     from facemat.models import model_kind
 
     model, ckpt = load_checkpoint(settings.checkpoint)
@@ -95,7 +95,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     n = len(data) if settings.limit is None else min(settings.limit, len(data))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(n)), batch_size=settings.batch)
 
-    per_image: dict[str, dict[str, list[float]]] = {"overall": {}, "boundary": {}, "uncertainty": {}}
+    scores = BandScores(band_width=settings.band_width, top=settings.uncertainty_top)
     rho_images: list[float] = []
     pooled_b: list[np.ndarray] = []
     pooled_err: list[np.ndarray] = []
@@ -110,12 +110,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
             t_out = out if teacher is model else teacher(batch["image"])
             t_alpha, t_b = t_out[0].numpy()[:, 0], t_out[1].numpy()[:, 0]
         for i in range(len(pred)):
-            bands = {"overall": None, "boundary": boundary_band(gt[i], width=settings.band_width)}
-            if t_b is not None:
-                bands["uncertainty"] = uncertainty_band(t_b[i], top=settings.uncertainty_top)
-            for band, mask in bands.items():
-                for k, v in matting_metrics(pred[i], gt[i], mask=mask).items():
-                    per_image[band].setdefault(k, []).append(v)
+            scores.add(pred[i], gt[i], b=None if t_b is None else t_b[i])
             if t_b is not None:
                 err = np.abs(t_alpha[i] - gt[i]).ravel()
                 b = t_b[i].ravel()
@@ -133,11 +128,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         "images": n,
         "size": settings.size,
         "teacher": settings.teacher if settings.teacher else ("self" if teacher is not None else None),
-        "bands": {
-            band: {k: _mean(v) for k, v in values.items()}
-            for band, values in per_image.items()
-            if values
-        },
+        "bands": scores.summary()["gt"],
         "band_definitions": {
             "boundary": f"facemat.metrics.boundary_band(gt, width={settings.band_width})",
             "uncertainty": f"top {settings.uncertainty_top:.0%} of the teacher's b per image",

@@ -1,0 +1,97 @@
+"""Per-image matting scores, aggregated over a dataset, overall and per evaluation band.
+
+Used by ``training.evaluate``, ``quantize.compare`` and the bench, so every
+stage reports the same numbers the same way: each metric is computed per image
+(``facemat.metrics``) and averaged over images.
+
+Bands (DESIGN.md §2, §7):
+
+* ``overall``: every pixel;
+* ``boundary``: ``boundary_band(gt, width)``, around soft and 0.5-crossing pixels;
+* ``uncertainty``: the top ``top`` fraction of the teacher's ``b`` in each image
+  (only when ``b`` is given).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from facemat.metrics import boundary_band, matting_metrics, reference_metrics, uncertainty_band
+
+MATTING_KEYS = ("sad", "mse", "grad", "conn", "iou")
+REFERENCE_KEYS = ("max_abs", "mse", "psnr")
+
+
+class BandScores:
+    """Accumulates per-image metrics and reports their means per band.
+
+    Args:
+        band_width: half-width in pixels of the boundary band.
+        top: fraction of pixels in the high-uncertainty band.
+        matting: compute the (slower) ground-truth metrics; off when only the
+            agreement with a reference is wanted.
+    """
+
+    def __init__(self, band_width: int = 8, top: float = 0.10, matting: bool = True):
+        self.band_width = band_width
+        self.top = top
+        self.matting = matting
+        self.gt_scores: dict[str, dict[str, list[float]]] = {}
+        self.ref_scores: dict[str, dict[str, list[float]]] = {}
+        self.images = 0
+
+    def add(self, pred: np.ndarray, gt: np.ndarray, b: np.ndarray | None = None, ref: np.ndarray | None = None) -> None:
+        """Score one image.
+
+        Args:
+            pred: predicted alpha, ``H x W`` float in [0, 1].
+            gt: ground-truth alpha, ``H x W`` float in [0, 1].
+            b: teacher Laplace scale ``H x W`` (> 0) for the uncertainty band, or None.
+            ref: reference alpha (the FP32 model's) ``H x W`` to compare against, or None.
+        """
+        bands: dict[str, np.ndarray | None] = {"overall": None, "boundary": boundary_band(gt, width=self.band_width)}
+        if b is not None:
+            bands["uncertainty"] = uncertainty_band(b, top=self.top)
+        for name, mask in bands.items():
+            if self.matting:
+                for k, v in matting_metrics(pred, gt, mask=mask).items():
+                    self.gt_scores.setdefault(name, {}).setdefault(k, []).append(v)
+            if ref is not None:
+                for k, v in reference_metrics(pred, ref, mask=mask).items():
+                    self.ref_scores.setdefault(name, {}).setdefault(k, []).append(v)
+        self.images += 1
+
+    @staticmethod
+    def _means(scores: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for band, metrics in scores.items():
+            out[band] = {}
+            for k, values in metrics.items():
+                finite = [v for v in values if not math.isnan(v)]
+                if k == "psnr":
+                    # Mean PSNR over images, with identical images (inf) left out; max_abs is the worst image.
+                    finite = [v for v in finite if math.isfinite(v)]
+                    out[band][k] = float(np.mean(finite)) if finite else float("inf")
+                elif k == "max_abs":
+                    out[band][k] = float(np.max(finite)) if finite else 0.0
+                else:
+                    out[band][k] = float(np.mean(finite)) if finite else float("nan")
+        return out
+
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{"gt": {band: {metric: mean}}, "ref": {...}}``; ``ref`` only when references were given."""
+        result = {"gt": self._means(self.gt_scores)} if self.matting else {}
+        if self.ref_scores:
+            result["ref"] = self._means(self.ref_scores)
+        return result
+
+
+def format_band_table(rows: dict[str, dict[str, dict[str, float]]], keys: tuple[str, ...] = MATTING_KEYS) -> str:
+    """Rows ``{row name: {band: {metric: value}}}`` as a text table, one line per row and band."""
+    lines = [f"{'model':<22}{'band':<13}" + "".join(f"{k:>10}" for k in keys)]
+    for name, bands in rows.items():
+        for band, values in bands.items():
+            lines.append(f"{name:<22}{band:<13}" + "".join(f"{values.get(k, float('nan')):>10.4f}" for k in keys))
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""``python -m quantize.qat``: uncertainty-aware quantization-aware training of the student.
+
+Loss per batch (DESIGN.md §2, "Uncertainty-aware QAT")::
+
+    w = 1 + lambda * b_T / mean(b_T)          (uniform: w = 1)
+    L = mean(w * |a_Q - a_FP32|) + gamma * (L1 + LapL1 + GradL1)(a_Q, a)
+
+``a_Q`` is the fake-quantized student, ``a_FP32`` the float student it starts
+from, ``b_T`` the teacher's uncertainty. Schedule: calibrate the observers on a
+few batches, train with observers on, freeze them (``--freeze-at``) for the rest,
+then convert and save ``model.pt2`` + ``recipe.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from facemat.cli import add_debug_flag, run_main
+from facemat.errors import ConfigError
+from facemat.io import write_json_atomic
+from quantize.recipes import RECIPES, check_recipe
+
+WEIGHTINGS = ("uncertainty", "uniform")
+
+
+@dataclass(frozen=True)
+class QATSettings:
+    student: str
+    recipe: str
+    out: str
+    teacher: str | None = None
+    data: str = "synth"
+    weighting: str = "uncertainty"
+    steps: int = 300
+    lr: float = 5e-5
+    batch: int = 8
+    size: int = 128
+    calib: int = 8
+    freeze_at: float = 0.5
+    kd_lambda: float = 1.0
+    gamma: float = 0.5
+    seed: int = 1
+    val_batches: int = 4
+    workers: int = 1
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        check_recipe(self.recipe)
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+        if not Path(self.student).is_file():
+            raise ConfigError(f"--student: {self.student} is not a file")
+        if self.weighting == "uncertainty" and (self.teacher is None or not Path(self.teacher).is_file()):
+            raise ConfigError(f"--teacher: {self.teacher} is not a file (needed for --weighting uncertainty)")
+        for name, low in (("steps", 1), ("batch", 1), ("calib", 1), ("val_batches", 1), ("workers", 0),
+                          ("log_every", 1), ("seed", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
+        if self.size <= 0 or self.size % 32:
+            raise ConfigError(f"--size must be a positive multiple of 32, got {self.size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not 0.0 < self.freeze_at <= 1.0:
+            raise ConfigError(f"--freeze-at must be in (0, 1], got {self.freeze_at}")
+        if self.data != "synth" and not Path(self.data).is_dir():
+            raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or 'synth')")
+
+
+def _datasets(s: QATSettings):
+    from training.common import TrainSettings, build_datasets
+
+    return build_datasets(TrainSettings(data=s.data, out=s.out, size=s.size, seed=s.seed,
+                                        val_count=s.val_batches * s.batch))
+
+
+def _loss(s: QATSettings, qmodel, fp32, teacher, batch) -> tuple[torch.Tensor, dict[str, float]]:
+    from facemat.losses import matting_loss, uncertainty_weight, weighted_kd_l1
+
+    x, y = batch["image"], batch["alpha"]
+    a_q = qmodel(x)
+    with torch.no_grad():
+        a_fp = fp32(x)
+        w = uncertainty_weight(teacher(x)[1], s.kd_lambda) if s.weighting == "uncertainty" else None
+    kd = weighted_kd_l1(a_q, a_fp, w)
+    matte = matting_loss(a_q, y)
+    return kd + s.gamma * matte, {"kd": kd.item(), "matte": matte.item()}
+
+
+def run_qat(s: QATSettings) -> Path:
+    """Quantization-aware training; returns the path of the saved ``model.pt2``."""
+    from tqdm import tqdm
+
+    from facemat.checkpoint import file_sha256, load_checkpoint
+    from quantize.core import batches, convert_and_export, prepare, save_quantized, set_mode, set_observers
+    from quantize.recipes import quantizer_description
+
+    t0 = time.perf_counter()
+    torch.manual_seed(s.seed)
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    student, ckpt = load_checkpoint(s.student, expect="student")
+    teacher = load_checkpoint(s.teacher, expect="teacher")[0] if s.weighting == "uncertainty" else None
+    size = student.config.size
+    write_json_atomic(out / "config.json", {**s.__dict__, "command": "quantize.qat"})
+    print(f"quantize.qat: recipe {s.recipe}, weighting {s.weighting}; preparing (export + {s.recipe} quantizer)",
+          file=sys.stderr)
+    qmodel = prepare(student, s.recipe, qat=True, size=s.size)
+    train_set, val_set, _ = _datasets(s)
+    val = [next(iter(torch.utils.data.DataLoader(val_set, batch_size=s.batch, shuffle=False)))]
+    log_path = out / "metrics.jsonl"
+    log_path.unlink(missing_ok=True)
+
+    def log(record: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def val_loss() -> float:
+        set_observers(qmodel, False)
+        set_mode(qmodel, False)
+        with torch.no_grad():
+            value = sum(_loss(s, qmodel, student, teacher, b)[0].item() for b in val) / len(val)
+        set_mode(qmodel, True)
+        return value
+
+    # 1. calibrate the ranges (observers on, no gradient).
+    set_mode(qmodel, True)
+    with torch.no_grad():
+        for b in batches(train_set, s.batch, 0, s.calib, s.workers):
+            qmodel(b["image"])
+    before = val_loss()
+    log({"kind": "val", "step": 0, "loss": before, "note": "after calibration, before QAT"})
+    set_observers(qmodel, True)
+
+    # 2. train; freeze the observers for the last part of the schedule.
+    freeze_step = max(1, int(round(s.freeze_at * s.steps)))
+    opt = torch.optim.Adam(qmodel.parameters(), lr=s.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, s.steps) / s.steps)))
+    bar = tqdm(total=s.steps, desc=f"qat-{s.recipe}-{s.weighting}", file=sys.stderr, dynamic_ncols=True)
+    for step, b in enumerate(batches(train_set, s.batch, s.calib, s.steps, s.workers), start=1):
+        if step == freeze_step:
+            set_observers(qmodel, False)
+        loss, parts = _loss(s, qmodel, student, teacher, b)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"QAT loss became {loss.item()} at step {step}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(qmodel.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.update(1)
+        if step % s.log_every == 0 or step == s.steps:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            log({"kind": "train", "step": step, "loss": loss.item(), **parts, "lr": sched.get_last_lr()[0],
+                 "observers": step < freeze_step, "elapsed_s": time.perf_counter() - t0})
+    bar.close()
+    after = val_loss()
+    log({"kind": "val", "step": s.steps, "loss": after, "note": "after QAT, observers frozen"})
+
+    # 3. convert and save.
+    program = convert_and_export(qmodel, size)
+    recipe = {
+        "recipe": s.recipe,
+        "method": "qat",
+        "weighting": s.weighting,
+        "quantizer": quantizer_description(s.recipe),
+        "batchnorm": "folded into convolutions before export",
+        "source_checkpoint": str(s.student),
+        "source_checkpoint_sha256": file_sha256(s.student),
+        "source_arch": ckpt["model"]["arch"],
+        "source_config": ckpt["model"]["config"],
+        "teacher_sha256": file_sha256(s.teacher) if teacher is not None else None,
+        "input_size": size,
+        "steps": s.steps,
+        "val_loss_before": before,
+        "val_loss_after": after,
+        "wall_s": time.perf_counter() - t0,
+    }
+    path = save_quantized(out, program, recipe)
+    print(f"quantize.qat: val loss {before:.5f} (calibrated, before QAT) -> {after:.5f}; saved {path} "
+          f"in {recipe['wall_s']:.0f} s", file=sys.stderr)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    d = QATSettings.__dataclass_fields__
+    parser = argparse.ArgumentParser(
+        prog="python -m quantize.qat",
+        description="Quantization-aware training of a FaceMat student with the PT2E flow and a target's "
+        "quantizer, distilling from the FP32 student with the teacher's uncertainty as spatial weight. "
+        "Writes model.pt2 (converted, batch 1), recipe.json, config.json and metrics.jsonl to --out.",
+    )
+    parser.add_argument("--student", required=True, help="FP32 student checkpoint (training.distill)")
+    parser.add_argument("--teacher", help="teacher checkpoint (needed for --weighting uncertainty)")
+    parser.add_argument("--data", default="synth", help="'synth' or a dataset folder")
+    parser.add_argument("--recipe", required=True, choices=RECIPES, help="target quantizer")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--weighting", default="uncertainty", choices=WEIGHTINGS,
+                        help="uncertainty: w = 1 + lambda*b/mean(b); uniform: plain QAT (ablation)")
+    parser.add_argument("--steps", type=int, default=d["steps"].default, help="QAT steps")
+    parser.add_argument("--lr", type=float, default=d["lr"].default, help="Adam learning rate (cosine decay)")
+    parser.add_argument("--batch", type=int, default=d["batch"].default)
+    parser.add_argument("--size", type=int, default=d["size"].default, help="training resolution (multiple of 32)")
+    parser.add_argument("--calib", type=int, default=d["calib"].default, help="calibration batches before training")
+    parser.add_argument("--freeze-at", type=float, default=d["freeze_at"].default,
+                        help="fraction of the steps after which observer ranges freeze")
+    parser.add_argument("--kd-lambda", type=float, default=d["kd_lambda"].default)
+    parser.add_argument("--gamma", type=float, default=d["gamma"].default, help="weight of ground-truth terms")
+    parser.add_argument("--seed", type=int, default=d["seed"].default)
+    parser.add_argument("--workers", type=int, default=d["workers"].default)
+    add_debug_flag(parser)
+    a = parser.parse_args(argv)
+    run_qat(QATSettings(student=a.student, recipe=a.recipe, out=a.out, teacher=a.teacher, data=a.data,
+                        weighting=a.weighting, steps=a.steps, lr=a.lr, batch=a.batch, size=a.size, calib=a.calib,
+                        freeze_at=a.freeze_at, kd_lambda=a.kd_lambda, gamma=a.gamma, seed=a.seed, workers=a.workers))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
