@@ -61,6 +61,11 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, disc_folder: Path):
     steps = [r["step"] for r in _records(tmp_path / "b") if r["kind"] == "train"]
     assert steps == list(range(1, 7))
     assert not [p for p in (tmp_path / "b").iterdir() if p.name.endswith(".tmp")]
+    # Resuming a finished run is a no-op: same weights, no new log records.
+    log_before = (tmp_path / "b" / "metrics.jsonl").read_text()
+    again = train_teacher(TeacherSettings(data=str(disc_folder), out=str(tmp_path / "b"), resume=True, **FAST))
+    assert again.steps == 6 and again.final_digest == whole.final_digest
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == log_before
 
 
 def test_existing_run_needs_resume(teacher_run: Path, disc_folder: Path):

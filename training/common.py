@@ -356,10 +356,16 @@ def train(
         where = f"resuming at step {start_step}" if resume_from else "starting"
         print(f"{command}: {where}; data {data_desc}; device {device}; world {world_info.world}", file=sys.stderr)
 
+    end_step = s.steps if stop_after is None else min(s.steps, stop_after)
+    if start_step >= end_step:
+        if world_info.main:
+            print(f"{command}: {out} already finished step {start_step}; nothing to do", file=sys.stderr)
+        return TrainResult(out=out, steps=start_step, best_score=best, wall_s=time.perf_counter() - t_start,
+                           final_digest=state_digest(model))
+
     ddp_model = model
     if world_info.world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    end_step = s.steps if stop_after is None else min(s.steps, stop_after)
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_sampler=StepBatchSampler(s.batch, world_info.world, world_info.rank, start_step, end_step),
