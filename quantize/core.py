@@ -21,7 +21,6 @@ evaluation of a prepared model runs with observers disabled.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,8 +153,13 @@ def batches(dataset: torch.utils.data.Dataset, batch: int, start: int, count: in
     yield from torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
 
 
-def config_dict(settings: Any) -> dict[str, Any]:
-    return dataclasses.asdict(settings)
+def full_view(stream: torch.utils.data.Dataset) -> torch.utils.data.Dataset:
+    """The same sample stream without training crops (whole images at their rendered size)."""
+    from training.common import StreamDataset
+
+    if isinstance(stream, StreamDataset) and stream.crop is not None:
+        return StreamDataset(stream.base, stream.indices, stream.seed, crop=None)
+    return stream
 
 
 def require_recipe(found: str, needed: str, where: str) -> None:

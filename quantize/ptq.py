@@ -52,7 +52,7 @@ def run_ptq(s: PTQSettings) -> Path:
     from tqdm import tqdm
 
     from facemat.checkpoint import file_sha256, load_checkpoint
-    from quantize.core import batches, convert_and_export, prepare, save_quantized
+    from quantize.core import batches, convert_and_export, full_view, prepare, save_quantized
     from quantize.recipes import quantizer_description
     from training.common import TrainSettings, build_datasets
 
@@ -66,7 +66,7 @@ def run_ptq(s: PTQSettings) -> Path:
     train_set, _, _ = build_datasets(TrainSettings(data=s.data, out=s.out, size=s.size, seed=s.seed))
     n_batches = -(-s.calib // s.batch)
     with torch.no_grad():
-        for b in tqdm(batches(train_set, s.batch, 0, n_batches, s.workers), total=n_batches,
+        for b in tqdm(batches(full_view(train_set), s.batch, 0, n_batches, s.workers), total=n_batches,
                       desc=f"ptq-{s.recipe} calibrate", file=sys.stderr):
             prepared(b["image"])
     program = convert_and_export(prepared, student.config.size)

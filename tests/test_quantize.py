@@ -60,7 +60,7 @@ def _ops(program) -> set[str]:
 def test_qat_xnnpack_lowers_loss_and_saves_converted_model(tmp_path: Path, ckpts, folder: Path):
     s = QATSettings(student=str(ckpts["student"]), teacher=str(ckpts["teacher"]), recipe="xnnpack",
                     out=str(tmp_path / "qat"), data=str(folder), steps=20, lr=1e-3, batch=4, size=64, calib=2,
-                    val_batches=1, workers=0, log_every=5)
+                    val_batches=1, workers=0, log_every=5, freeze_at=0.5)
     path = run_qat(s)
     assert sorted(p.name for p in path.parent.iterdir()) == ["config.json", "metrics.jsonl", "model.pt2",
                                                               "recipe.json"]
@@ -79,7 +79,8 @@ def test_qat_xnnpack_lowers_loss_and_saves_converted_model(tmp_path: Path, ckpts
     assert alpha.shape == (1, 1, 64, 64) and 0 <= alpha.min() and alpha.max() <= 1
     records = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [5, 10, 15, 20]
-    assert [r["observers"] for r in records if r["kind"] == "train"] == [True, False, False, False]
+    # Observers adapt for the first half (steps 1-10), then the ranges are frozen.
+    assert [r["observers"] for r in records if r["kind"] == "train"] == [True, True, False, False]
 
 
 @pytest.mark.parametrize("recipe", ["xnnpack", "litert", pytest.param("coreml", marks=pytest.mark.slow)])
@@ -115,7 +116,7 @@ def test_qat_litert_and_uniform_weighting_need_no_teacher(tmp_path: Path, ckpts,
         ({"teacher": None}, "--teacher: None is not a file"),
         ({"steps": 0}, "--steps must be >= 1"),
         ({"size": 100}, "--size must be a positive multiple of 32"),
-        ({"freeze_at": 0.0}, r"--freeze-at must be in \(0, 1\]"),
+        ({"freeze_at": -0.1}, r"--freeze-at must be in \[0, 1\]"),
     ],
 )
 def test_qat_settings_errors(ckpts, flags, message):
@@ -152,3 +153,16 @@ def test_compare_report(tmp_path: Path, ckpts, folder: Path):
     # A second run reuses the finished quantizations.
     again = run_compare(s)
     assert again["rows"] == report["rows"]
+
+
+def test_calibration_sees_whole_images_not_training_crops():
+    # Moving-average observers fed with crops clipped full-frame activations;
+    # calibration therefore runs on the uncropped stream.
+    from quantize.core import full_view
+    from training.common import TrainSettings, build_datasets
+
+    train, _, _ = build_datasets(TrainSettings(size=64, render_size=128, val_count=1, out="x"))
+    whole = full_view(train)
+    assert train[3]["image"].shape[-1] == 64
+    assert whole[3]["image"].shape[-1] == 128
+    assert torch.equal(whole[3]["alpha"], train.base[3]["alpha"])
