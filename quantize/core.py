@@ -118,7 +118,7 @@ class QuantizedModel:
 def save_quantized(out: Path, program: torch.export.ExportedProgram, recipe: dict[str, Any]) -> Path:
     """Write ``model.pt2`` and ``recipe.json`` atomically into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / PT2_NAME) as tmp:
+    with atomic_path(out / PT2_NAME, suffix=".tmp.pt2") as tmp:
         torch.export.save(program, str(tmp))
     write_json_atomic(out / "recipe.json", recipe)
     return out / PT2_NAME
