@@ -22,3 +22,9 @@ class DataError(FaceMatError):
 
 class CheckpointError(FaceMatError):
     """A checkpoint is missing, truncated, not a checkpoint, or does not match."""
+
+
+def check_size(value: int, flag: str = "--size") -> None:
+    """Raise ``ConfigError`` unless ``value`` is a positive multiple of 32 (the nets downsample by 32)."""
+    if value <= 0 or value % 32:
+        raise ConfigError(f"{flag} must be a positive multiple of 32, got {value}")

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from facemat.cli import add_debug_flag, run_main
-from facemat.errors import ConfigError
+from facemat.errors import ConfigError, check_size
 from facemat.io import write_json_atomic
 from quantize.recipes import RECIPES, check_recipe
 
@@ -41,8 +41,7 @@ class PTQSettings:
             raise ConfigError(f"--calib must be >= 1 (calibration images), got {self.calib}")
         if self.batch < 1:
             raise ConfigError(f"--batch must be >= 1, got {self.batch}")
-        if self.size <= 0 or self.size % 32:
-            raise ConfigError(f"--size must be a positive multiple of 32, got {self.size}")
+        check_size(self.size)
         if self.data != "synth" and not Path(self.data).is_dir():
             raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or 'synth')")
 

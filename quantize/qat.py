@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from facemat.cli import add_debug_flag, run_main
-from facemat.errors import ConfigError
+from facemat.errors import ConfigError, check_size
 from facemat.io import write_json_atomic
 from quantize.recipes import RECIPES, check_recipe
 
@@ -66,8 +66,7 @@ class QATSettings:
                           ("log_every", 1), ("seed", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
-        if self.size <= 0 or self.size % 32:
-            raise ConfigError(f"--size must be a positive multiple of 32, got {self.size}")
+        check_size(self.size)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         if not 0.0 <= self.freeze_at <= 1.0:

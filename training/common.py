@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from facemat.checkpoint import read_checkpoint, save_checkpoint, unwrap
-from facemat.errors import ConfigError
+from facemat.errors import ConfigError, check_size
 from facemat.io import write_json_atomic, write_text_atomic
 
 # The generator is an endless stream; any index below this renders a new face.
@@ -74,8 +74,7 @@ class TrainSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
-        if self.size <= 0 or self.size % 32:
-            raise ConfigError(f"--size must be a positive multiple of 32, got {self.size}")
+        check_size(self.size)
         if self.render_size % 32 or self.render_size < self.size:
             raise ConfigError(f"--render-size must be a multiple of 32 and >= --size ({self.size}), got {self.render_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

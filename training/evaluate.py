@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from facemat.cli import add_debug_flag, run_main
-from facemat.errors import ConfigError
+from facemat.errors import ConfigError, check_size
 from facemat.io import write_json_atomic
 
 from facemat.evaluation import MATTING_KEYS as METRICS
@@ -51,8 +51,8 @@ class EvaluateSettings:
             raise ConfigError(f"--checkpoint: {self.checkpoint} is not a file")
         if self.teacher is not None and not Path(self.teacher).is_file():
             raise ConfigError(f"--teacher: {self.teacher} is not a file")
-        if self.size is not None and (self.size <= 0 or self.size % 32):
-            raise ConfigError(f"--size must be a positive multiple of 32, got {self.size}")
+        if self.size is not None:
+            check_size(self.size)
         if self.batch < 1:
             raise ConfigError(f"--batch must be >= 1, got {self.batch}")
         if self.limit is not None and self.limit < 1:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from facemat.cli import add_debug_flag, run_main
-from facemat.errors import ConfigError
+from facemat.errors import ConfigError, check_size
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,7 @@ class CostSettings:
     as_json: bool = False
 
     def __post_init__(self) -> None:
-        if self.size <= 0 or self.size % 32:
-            raise ConfigError(f"--size must be a positive multiple of 32, got {self.size}")
+        check_size(self.size)
         if self.runs < 0:
             raise ConfigError(f"--runs must be >= 0, got {self.runs}")
         cores = os.cpu_count() or 1
