@@ -16,7 +16,6 @@ per image (mean and median) and pooled over all pixels.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass

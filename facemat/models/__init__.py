@@ -10,7 +10,6 @@ dataclass, so loading needs no flags::
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 from torch import nn
 

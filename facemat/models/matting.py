@@ -18,7 +18,7 @@ convolutions are what make small matting nets slow on phones.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
