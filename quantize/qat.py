@@ -123,7 +123,7 @@ def run_qat(s: QATSettings) -> Path:
           file=sys.stderr)
     qmodel = prepare(student, s.recipe, qat=True, size=s.size)
     train_set, val_set, _ = _datasets(s)
-    val = [next(iter(torch.utils.data.DataLoader(val_set, batch_size=s.batch, shuffle=False)))]
+    val = list(torch.utils.data.DataLoader(val_set, batch_size=s.batch, shuffle=False))  # --val-batches batches
     log_path = out / "metrics.jsonl"
     log_path.unlink(missing_ok=True)
 
