@@ -7,10 +7,11 @@ The flow (torchao ``quantize_pt2e``), shared by QAT and PTQ:
    int8 error triple with BN left training), no ``num_batches_tracked`` integer
    buffer for the Core ML quantizer's fake-quant to choke on, and no conv+BN
    pattern for litert-torch's QAT annotator to fail on;
-2. ``torch.export`` with a dynamic batch dimension, then ``prepare_qat_pt2e`` or
-   ``prepare_pt2e`` with the recipe's quantizer;
-3. calibrate (observers on, no gradients); for QAT, train with observers on,
-   then freeze them (``disable_observer``) for the last part of the schedule;
+2. ``torch.export`` with dynamic batch, height and width, then
+   ``prepare_qat_pt2e`` or ``prepare_pt2e`` with the recipe's quantizer;
+3. calibrate on whole images (observers on, no gradients); for QAT, then train
+   the weights on crops with the ranges frozen (``disable_observer``), or let
+   them adapt for a first part of the schedule (``--freeze-at``);
 4. ``convert_pt2e``, then re-export at batch 1 and the model's size, and save
    with ``torch.export.save`` next to ``recipe.json``.
 

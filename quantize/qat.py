@@ -15,7 +15,6 @@ convert and save ``model.pt2`` + ``recipe.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -110,6 +109,7 @@ def run_qat(s: QATSettings) -> Path:
         set_observers,
     )
     from quantize.recipes import quantizer_description
+    from training.common import MetricsLog
 
     t0 = time.perf_counter()
     torch.manual_seed(s.seed)
@@ -124,12 +124,8 @@ def run_qat(s: QATSettings) -> Path:
     qmodel = prepare(student, s.recipe, qat=True, size=s.size)
     train_set, val_set, _ = _datasets(s)
     val = list(torch.utils.data.DataLoader(val_set, batch_size=s.batch, shuffle=False))  # --val-batches batches
-    log_path = out / "metrics.jsonl"
-    log_path.unlink(missing_ok=True)
-
-    def log(record: dict) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    log = MetricsLog(out / "metrics.jsonl", enabled=True, keep_until=None)
 
     def val_loss() -> float:
         set_observers(qmodel, False)

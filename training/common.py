@@ -271,8 +271,8 @@ def _prepare_out(s: TrainSettings, resolved: dict[str, Any]) -> Path | None:
     return last
 
 
-class _Log:
-    """Rank-0 ``metrics.jsonl`` appender."""
+class MetricsLog:
+    """``metrics.jsonl`` appender (enabled on rank 0 only)."""
 
     def __init__(self, path: Path, enabled: bool, keep_until: int | None):
         self.path, self.enabled = path, enabled
@@ -347,7 +347,7 @@ def train(
         sched.load_state_dict(ts["scheduler"])
         _set_rng_state(ts["rng"])
         start_step, best = int(ts["step"]), float(ts["best"])
-    log = _Log(out / "metrics.jsonl", world_info.main, start_step if resume_from else None)
+    log = MetricsLog(out / "metrics.jsonl", world_info.main, start_step if resume_from else None)
     if world_info.main:
         write_json_atomic(out / "config.json", resolved)
         if resume_from is None:
