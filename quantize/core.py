@@ -138,6 +138,10 @@ def load_quantized(path: str | Path) -> QuantizedModel:
         recipe = json.loads((folder / "recipe.json").read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{folder / 'recipe.json'}: not valid JSON ({exc})") from None
+    # The int8 graph calls quantized_decomposed.* ops, which torchao registers on import;
+    # without it a fresh process cannot resolve them.
+    import torchao.quantization.pt2e  # noqa: F401
+
     try:
         program = torch.export.load(str(pt2))
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad archive

@@ -1,0 +1,482 @@
+"""``python -m bench.run``: latency and matting accuracy of every artifact, per device, against FP32.
+
+For each artifact in the manifest (sha256 checked first) and each thread
+setting, a fresh worker process (:mod:`bench.worker`) loads it in its own
+runtime, runs it on every bench image, and times ``invoke`` alone (warm-up
+excluded; pre/post-processing excluded). The parent scores the outputs against
+ground truth (SAD, MSE, Grad, Conn, IoU) and against the FP32 reference (max abs,
+MSE, PSNR), overall, in the boundary band and, with ``--teacher``, in the
+teacher's high-uncertainty band. Artifacts this platform cannot run (Core ML off
+macOS) get a "not run here" row with the reason. Reports go to
+``OUT/report.json``, ``report.md`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from facemat.cli import add_debug_flag, run_main
+from facemat.errors import CheckpointError, ConfigError
+
+BANDS = ("overall", "boundary", "uncertainty")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Resolved settings of one ``bench.run``."""
+
+    manifest: str
+    out: str
+    device: str
+    data: str = "synth"
+    runs: int = 50
+    warmup: int = 5
+    threads: str = "1,all"
+    limit: int = 16
+    teacher: str | None = None
+    checkpoint: str | None = None
+    peers: str | None = None
+    profile: bool = False
+    pictures: int = 3
+    only: tuple[str, ...] = ()
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if not Path(self.manifest).is_file():
+            raise ConfigError(f"--manifest: {self.manifest} is not a file (run python -m targets.export first)")
+        if self.data != "synth" and not Path(self.data).is_dir():
+            raise ConfigError(f"--data: {self.data} is not a folder; give a dataset folder or 'synth'")
+        if not self.device or any(c in self.device for c in "/\\ "):
+            raise ConfigError(f"--device must be a short name without spaces or slashes, got {self.device!r}")
+        for flag, v, lo in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--limit", self.limit, 1),
+                            ("--pictures", self.pictures, 0)):
+            if v < lo:
+                raise ConfigError(f"{flag} must be >= {lo}, got {v}")
+        thread_list(self.threads)
+        for flag, p in (("--teacher", self.teacher), ("--checkpoint", self.checkpoint)):
+            if p is not None and not Path(p).is_file():
+                raise ConfigError(f"{flag}: {p} is not a file")
+        if self.peers is not None and not Path(self.peers).is_dir():
+            raise ConfigError(f"--peers: {self.peers} is not a folder (fill it with "
+                              "../shared/peers/fetch-mediapipe-peers.sh DIR)")
+
+
+def thread_list(spec: str) -> list[int]:
+    """``"1,all"`` -> ``[1, os.cpu_count()]`` (deduplicated, in order)."""
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if part == "all":
+            n = os.cpu_count() or 1
+        elif part.isdigit() and int(part) >= 1:
+            n = int(part)
+        else:
+            raise ConfigError(f"--threads must be a comma list of positive integers or 'all', got {spec!r}")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def device_description() -> dict[str, Any]:
+    """What this machine is: CPU model, cores, OS."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"description": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()} "
+                           f"{platform.machine()}", "os": platform.system(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+
+
+def tool_versions() -> dict[str, str]:
+    from targets.common import versions
+
+    return versions("torch", "executorch", "ai-edge-litert", "onnxruntime", "coremltools", "litert-torch", "numpy")
+
+
+def load_bench_data(s: BenchSettings, size: int) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:
+    """``(images N x 3 x S x S float32 [0,1], alphas N x S x S, ids, description)``."""
+    if s.data == "synth":
+        from facemat.data.synth import render_sample
+
+        imgs, alphas, ids = [], [], []
+        for i in range(s.limit):
+            smp = render_sample(s.seed, i, size=size, split="test")
+            imgs.append(np.asarray(smp.image, np.float32).transpose(2, 0, 1) / 255.0)
+            alphas.append(np.asarray(smp.alpha, np.float32) / 255.0)
+            ids.append(f"synth-test-{i:06d}")
+        desc = {"kind": "synth", "path": None, "split": "test", "seed": s.seed}
+    else:
+        from facemat.data.folder import MattingFolder
+
+        ds = MattingFolder(s.data, size=size)
+        imgs, alphas, ids = [], [], []
+        for i in range(min(s.limit, len(ds))):
+            item = ds[i]
+            imgs.append(item["image"].numpy())
+            alphas.append(item["alpha"].numpy()[0])
+            ids.append(str(item["id"]))
+        desc = {"kind": "folder", "path": str(s.data), "resized_to": size}
+    desc.update(images=len(imgs), size=size)
+    return np.stack(imgs).astype(np.float32), np.stack(alphas).astype(np.float32), ids, desc
+
+
+def score(outs: np.ndarray, ref: np.ndarray, gts: np.ndarray, bvals: np.ndarray | None) -> dict[str, Any]:
+    """Means over images of the matting metrics vs ground truth and the agreement with FP32, per band."""
+    from facemat.metrics import boundary_band, matting_metrics, reference_metrics, uncertainty_band
+
+    acc: dict[str, dict[str, list[dict[str, float]]]] = {"gt": {b: [] for b in BANDS},
+                                                          "fp32": {b: [] for b in BANDS}}
+    for i in range(len(outs)):
+        masks = {"overall": None, "boundary": boundary_band(gts[i])}
+        if bvals is not None:
+            masks["uncertainty"] = uncertainty_band(bvals[i])
+        for band, m in masks.items():
+            acc["gt"][band].append(matting_metrics(outs[i], gts[i], m))
+            acc["fp32"][band].append(reference_metrics(outs[i], ref[i], m))
+    result: dict[str, Any] = {}
+    for kind, bands in acc.items():
+        result[kind] = {}
+        for band in BANDS:
+            rows = bands[band]
+            if not rows:
+                result[kind][band] = None
+                continue
+            keys = rows[0].keys()
+            result[kind][band] = {k: _mean([r[k] for r in rows], max_of=(k == "max_abs")) for k in keys}
+    return result
+
+
+def _mean(values: list[float], max_of: bool = False) -> float:
+    if max_of:
+        return float(max(values))
+    if any(np.isinf(v) for v in values):
+        finite = [v for v in values if np.isfinite(v)]
+        return float("inf") if not finite else float(np.mean(finite))
+    return float(np.mean(values))
+
+
+def _run_worker(spec: dict[str, Any], tmp: Path, timeout: float = 900) -> dict[str, Any]:
+    spec_path = tmp / f"spec-{spec['key']}.json"
+    spec["result"] = str(tmp / f"result-{spec['key']}.json")
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"] or os.cpu_count())}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bench.worker", str(spec_path)], capture_output=True,
+                              text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": f"timed out after {timeout:.0f} s"}
+    if not Path(spec["result"]).is_file():
+        tail = (proc.stderr or "").strip().splitlines()[-3:]
+        return {"status": "failed", "reason": f"worker exited with {proc.returncode}: {' | '.join(tail)[:400]}"}
+    return json.loads(Path(spec["result"]).read_text())
+
+
+def _reference_outputs(model, images: np.ndarray) -> tuple[np.ndarray, str]:
+    """FP32 reference alpha on CUDA when available, else CPU."""
+    import torch
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    where = f"cuda ({torch.cuda.get_device_name(0)})" if dev.type == "cuda" else "cpu"
+    m = model.to(dev).eval()
+    outs = []
+    with torch.no_grad():
+        for x in images:
+            outs.append(m(torch.from_numpy(x[None]).to(dev)).float().cpu().numpy()[0, 0])
+    model.to("cpu")
+    return np.stack(outs), where
+
+
+def _reference_latency(model, image: np.ndarray, threads: int, runs: int, warmup: int) -> dict[str, Any]:
+    """PyTorch eager FP32 latency on CPU at ``threads`` (the reference's cost, for scale)."""
+    import torch
+
+    from bench.worker import time_invoke
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = torch.from_numpy(image[None])
+    try:
+        with torch.no_grad():
+            return time_invoke(model, x, runs, warmup)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _teacher_b(path: str, images: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
+    import torch
+
+    from facemat.checkpoint import file_sha256, load_checkpoint
+
+    teacher, _ = load_checkpoint(path, expect="teacher")
+    bs = []
+    with torch.no_grad():
+        for x in images:
+            bs.append(teacher(torch.from_numpy(x[None]))[1].numpy()[0, 0])
+    return np.stack(bs), {"checkpoint": str(path), "sha256": file_sha256(path)}
+
+
+def _reference_checkpoint(s: BenchSettings, entries: dict[str, Any]) -> str:
+    if s.checkpoint:
+        return s.checkpoint
+    hashes = set()
+    for e in entries.values():
+        src = e.get("source", {})
+        path, sha = (src.get("path"), src.get("sha256")) if src.get("kind") == "checkpoint" else \
+            (src.get("float_checkpoint"), src.get("float_checkpoint_sha256"))
+        if path:
+            hashes.add((path, sha))
+    if not hashes:
+        raise ConfigError("the manifest names no FP32 checkpoint; pass --checkpoint STUDENT.pt")
+    if len({h for _, h in hashes}) > 1:
+        raise ConfigError("the manifest's artifacts come from different FP32 checkpoints "
+                          f"({', '.join(sorted(p for p, _ in hashes))}); pass --checkpoint to choose the reference")
+    path, sha = sorted(hashes)[0]
+    if not Path(path).is_file():
+        raise ConfigError(f"the FP32 reference {path} (from the manifest) is not a file here; pass --checkpoint")
+    from facemat.checkpoint import file_sha256
+
+    if sha and file_sha256(path) != sha:
+        raise CheckpointError(f"{path}: sha256 differs from the one the manifest recorded; pass the right --checkpoint")
+    return path
+
+
+def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """int8 / fp32 latency and SAD per runtime (target + delegate) and thread count, from one run."""
+    out = []
+    by = {(r["target"], r.get("delegate"), r["precision"], r["threads"]): r for r in rows
+          if r["kind"] == "artifact" and r["status"] == "ok"}
+    for (t, d, p, th), r8 in by.items():
+        if p not in ("int8", "w8a8"):
+            continue
+        rf = by.get((t, d, "fp32", th))
+        if rf is None:
+            continue
+        sad8 = r8["accuracy"]["gt"]["overall"]["sad"] if r8.get("accuracy") else None
+        sadf = rf["accuracy"]["gt"]["overall"]["sad"] if rf.get("accuracy") else None
+        out.append({"runtime": t + (f" ({d})" if d else ""), "threads": th, "int8": r8["artifact"],
+                    "fp32": rf["artifact"],
+                    "latency_int8_over_fp32": r8["latency_ms"]["median"] / rf["latency_ms"]["median"],
+                    "sad_int8_over_fp32": (sad8 / sadf) if sad8 is not None and sadf else None})
+    return out
+
+
+def _peer_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    peers = [r for r in rows if r["kind"] == "peer" and r["status"] == "ok"]
+    students = [r for r in rows if r["kind"] == "artifact" and r["status"] == "ok" and r["target"] == "tflite"]
+    for p in peers:
+        for st in students:
+            if st["threads"] != p["threads"]:
+                continue
+            out.append({"name": p["artifact"].removeprefix("peer:"), "input": p.get("input"), "threads": p["threads"],
+                        "latency_ms": p["latency_ms"], "student": st["artifact"],
+                        "student_latency_ms": st["latency_ms"],
+                        "student_over_peer": st["latency_ms"]["median"] / p["latency_ms"]["median"]})
+    return out
+
+
+def run_bench(s: BenchSettings) -> dict[str, Any]:
+    """Measure every artifact of the manifest; write and return the report."""
+    from tqdm import tqdm
+
+    from bench.report import write_reports
+    from facemat.checkpoint import file_sha256, load_checkpoint
+    from targets.manifest import now, read_manifest, verify_entry
+
+    manifest_path = Path(s.manifest)
+    root = manifest_path.parent
+    entries = read_manifest(manifest_path)["artifacts"]
+    if s.only:
+        missing = [a for a in s.only if a not in entries]
+        if missing:
+            raise ConfigError(f"--only: {', '.join(missing)} not in {manifest_path} (has: {', '.join(entries)})")
+        entries = {k: v for k, v in entries.items() if k in s.only}
+    if not entries:
+        raise ConfigError(f"{manifest_path} lists no artifacts; run python -m targets.export first")
+    for e in entries.values():  # refuse before measuring anything
+        verify_entry(root, e)
+    ref_path = _reference_checkpoint(s, entries)
+    model, _ = load_checkpoint(ref_path, expect="student")
+    sizes = {e["input"]["shape"][2] if e["input"]["layout"] == "NCHW" else e["input"]["shape"][1]
+             for e in entries.values()}
+    if len(sizes) != 1:
+        raise ConfigError(f"the manifest mixes input sizes {sorted(sizes)}; bench one size at a time with --only")
+    size = sizes.pop()
+    images, gts, ids, data_desc = load_bench_data(s, size)
+    ref_out, ref_where = _reference_outputs(model, images)
+    bvals, teacher_info = (None, None)
+    if s.teacher:
+        bvals, teacher_info = _teacher_b(s.teacher, images)
+    threads = thread_list(s.threads)
+    t_start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    pictures_out: dict[str, np.ndarray] = {}
+    ref_acc = score(ref_out, ref_out, gts, bvals)
+    import torch
+
+    for th in threads:
+        rows.append({"artifact": "fp32-reference", "kind": "reference", "target": "pytorch", "precision": "fp32",
+                     "delegate": None, "runtime": f"pytorch {torch.__version__} (eager, CPU)", "threads": th,
+                     "status": "ok", "reason": None, "source": "measured", "device": s.device,
+                     "file_bytes": Path(ref_path).stat().st_size,
+                     "latency_ms": _reference_latency(model, images[0], th, s.runs, s.warmup),
+                     "peak_mem_mb": None, "accuracy": ref_acc, "profile": None})
+    jobs = [(aid, e, th) for aid, e in entries.items() for th in threads]
+    peer_files = {}
+    if s.peers:
+        from bench.peers import find_peers
+
+        peer_files = find_peers(s.peers)
+        if not peer_files:
+            raise ConfigError(f"--peers {s.peers}: no face_landmark.tflite or face_detection_short_range.tflite there")
+    with tempfile.TemporaryDirectory(prefix="facemat-bench-") as tmpd:
+        tmp = Path(tmpd)
+        np.save(tmp / "images.npy", images)
+        bar = tqdm(total=len(jobs) + len(peer_files) * len(threads), desc="bench", file=sys.stderr)
+        for aid, e, th in jobs:
+            bar.set_postfix_str(f"{aid} @{th}t")
+            io = {"size": size, "layout": e["input"]["layout"], "input_kind": e["input"].get("kind", "tensor"),
+                  "input_name": e["input"]["name"], "output_name": e["outputs"][0]["name"]}
+            key = f"{aid}-{th}"
+            spec = {"key": key, "kind": "artifact", "target": e["target"], "path": str(root / e["path"]), "io": io,
+                    "threads": th, "images": str(tmp / "images.npy"), "outputs": str(tmp / f"out-{key}.npy"),
+                    "runs": s.runs, "warmup": s.warmup, "profile": s.profile, "precision": e["precision"]}
+            res = _run_worker(spec, tmp)
+            row = {"artifact": aid, "kind": "artifact", "target": e["target"], "precision": e["precision"],
+                   "delegate": e.get("delegate"), "runtime": _runtime_name(e), "threads": th,
+                   "status": res["status"], "reason": res.get("reason"), "source": "measured", "device": s.device,
+                   "file_bytes": e.get("bytes"), "latency_ms": res.get("latency_ms"),
+                   "peak_mem_mb": res.get("peak_mem_mb"), "accuracy": None, "profile": res.get("profile")}
+            if res["status"] == "ok" and Path(spec["outputs"]).is_file():
+                outs = np.load(spec["outputs"])
+                row["accuracy"] = score(outs, ref_out, gts, bvals)
+                if th == threads[0]:
+                    pictures_out[aid] = outs[: s.pictures]
+            rows.append(row)
+            bar.update()
+        for name, path in peer_files.items():
+            for th in threads:
+                bar.set_postfix_str(f"peer {name} @{th}t")
+                spec = {"key": f"peer-{name}-{th}", "kind": "peer", "path": str(path), "threads": th,
+                        "runs": s.runs, "warmup": s.warmup}
+                res = _run_worker(spec, tmp)
+                rows.append({"artifact": f"peer:{name}", "kind": "peer", "target": "tflite", "precision": "peer",
+                             "delegate": None, "runtime": _runtime_name({"target": "tflite"}), "threads": th,
+                             "status": res["status"], "reason": res.get("reason"), "source": "measured",
+                             "device": s.device, "file_bytes": path.stat().st_size,
+                             "latency_ms": res.get("latency_ms"), "peak_mem_mb": res.get("peak_mem_mb"),
+                             "accuracy": None, "profile": None})
+                bar.update()
+        bar.close()
+    report = {
+        "format": "facemat-bench/1",
+        "device": {"name": s.device, **device_description()},
+        "date": now(),
+        "tools": tool_versions(),
+        "manifest": str(manifest_path),
+        "data": data_desc,
+        "reference": {"name": "fp32-reference", "runtime": f"pytorch {torch.__version__}", "device": ref_where,
+                      "checkpoint": ref_path, "sha256": file_sha256(ref_path)},
+        "teacher": teacher_info,
+        "timing": {"runs": s.runs, "warmup": s.warmup,
+                   "what": "invoke only: pre/post-processing (layout change, int8 I/O (de)quantization, "
+                           "image decoding, resizing) excluded; each artifact x threads in a fresh process"},
+        "settings": {**asdict(s), "only": list(s.only)},
+        "rows": rows,
+        "ratios": _ratios(rows),
+        "peers": _peer_ratios(rows),
+        "notes": _notes(rows, ref_where),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    pictures = _pictures(images, gts, ref_out, bvals, ids, pictures_out, s.pictures)
+    write_reports(Path(s.out), report, pictures)
+    return report
+
+
+def _runtime_name(e: dict[str, Any]) -> str:
+    from targets.common import versions
+
+    t = e["target"]
+    if t == "executorch":
+        return f"executorch {versions('executorch')['executorch']} ({e.get('delegate') or 'xnnpack'})"
+    if t == "tflite":
+        return f"ai-edge-litert {versions('ai-edge-litert')['ai-edge-litert']}"
+    if t == "onnx":
+        return f"onnxruntime {versions('onnxruntime')['onnxruntime']} (CPU EP)"
+    if t == "coreml":
+        return f"coremltools {versions('coremltools')['coremltools']} (Core ML)"
+    return t
+
+
+def _notes(rows: list[dict[str, Any]], ref_where: str) -> list[str]:
+    notes = [f"FP32 reference outputs computed with PyTorch on {ref_where}; its latency row is eager PyTorch on CPU."]
+    if any(r["status"] == "not run here" for r in rows):
+        notes.append("Rows marked 'not run here' need a runtime this platform lacks; run bench.run on that "
+                     "platform, or import phone measurements with python -m bench.ingest.")
+    if any(r["status"] == "failed" for r in rows):
+        notes.append("Some rows failed: see their reason.")
+    return notes
+
+
+def _pictures(images, gts, ref_out, bvals, ids, outs: dict[str, np.ndarray], n: int) -> list[dict[str, Any]]:
+    pics = []
+    for i in range(min(n, len(images))):
+        pics.append({"id": ids[i], "input": (images[i].transpose(1, 2, 0) * 255).round().astype(np.uint8),
+                     "gt": gts[i], "fp32": ref_out[i], "uncertainty": None if bvals is None else bvals[i],
+                     "artifacts": {aid: o[i] for aid, o in outs.items() if i < len(o)}})
+    return pics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Measure every artifact of a manifest on this device: latency (median, p90, min of --runs after "
+        "--warmup; invoke only), peak memory, file size, and matting accuracy against ground truth and against the "
+        "FP32 reference, overall and in the boundary and uncertainty bands. Writes OUT/report.json, report.md and "
+        "report.html.",
+    )
+    parser.add_argument("--manifest", default="artifacts/manifest.json", help="targets.export manifest")
+    parser.add_argument("--data", default="synth", help="'synth' (generated test faces) or a dataset folder")
+    parser.add_argument("--device", required=True, help="a short name for this device, e.g. laptop-x86, pixel8")
+    parser.add_argument("--out", help="report folder (default reports/DEVICE)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per artifact x threads (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    parser.add_argument("--threads", default="1,all", help="comma list of thread counts, 'all' = every core")
+    parser.add_argument("--limit", type=int, default=16, help="images scored per artifact (default 16)")
+    parser.add_argument("--teacher", help="teacher checkpoint: adds the high-uncertainty band and map")
+    parser.add_argument("--checkpoint", help="FP32 reference checkpoint (default: the one the manifest names)")
+    parser.add_argument("--peers", help="folder with MediaPipe face_landmark.tflite etc., timed side by side")
+    parser.add_argument("--profile", action="store_true", help="per-op latency breakdown where the runtime allows")
+    parser.add_argument("--pictures", type=int, default=3, help="images shown in report.html (default 3)")
+    parser.add_argument("--only", action="append", default=[], metavar="ID", help="bench only this artifact id")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the synth test faces (default 7)")
+    add_debug_flag(parser)
+    a = parser.parse_args(argv)
+    s = BenchSettings(manifest=a.manifest, out=a.out or f"reports/{a.device}", device=a.device, data=a.data,
+                      runs=a.runs, warmup=a.warmup, threads=a.threads, limit=a.limit, teacher=a.teacher,
+                      checkpoint=a.checkpoint, peers=a.peers, profile=a.profile, pictures=a.pictures,
+                      only=tuple(a.only), seed=a.seed)
+    report = run_bench(s)
+    print(f"bench.run: {len(report['rows'])} rows in {s.out}/report.json, report.md, report.html", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
