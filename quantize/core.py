@@ -56,14 +56,19 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def export_for_quantization(model: nn.Module, size: int, max_batch: int = 64) -> torch.fx.GraphModule:
     """``torch.export`` with dynamic batch, height and width; returns the graph module to prepare.
 
-    Height and width are dynamic in steps of 32, so QAT can train at a small
+    Height and width are dynamic in steps of 32 (64 for a model that pools its
+    input 2x: ``model.input_multiple``), so QAT can train at a small
     size and the converted model is re-exported at the model's own size.
     """
+    step = getattr(model, "input_multiple", 32)  # 32, or 64 for a student that pools its input 2x
+    if size % step or size < 2 * step:
+        # At 1 x step the deepest feature map is 1x1 and torch.export specialises it.
+        raise ConfigError(f"--size {size}: this student needs a multiple of {step} of at least {2 * step}")
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    h32 = torch.export.Dim("h32", min=1, max=64)
-    w32 = torch.export.Dim("w32", min=1, max=64)
-    shapes = ({0: batch, 2: 32 * h32, 3: 32 * w32},)
+    hk = torch.export.Dim("hk", min=2, max=2048 // step)
+    wk = torch.export.Dim("wk", min=2, max=2048 // step)
+    shapes = ({0: batch, 2: step * hk, 3: step * wk},)
     ep = torch.export.export(model, (example,), dynamic_shapes=shapes, strict=True)
     return ep.module()
 

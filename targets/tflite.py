@@ -249,7 +249,7 @@ def _int8_module(program: torch.export.ExportedProgram) -> tuple[torch.fx.GraphM
     gm = program.module()  # a fresh graph module each call: the source program is not touched
     move_exported_model_to_eval(gm)
     counts = {"weights_unfolded": unfold_int8_weights(gm), "float_uses_rerouted": route_float_uses(gm),
-              "float_outputs": float_output(gm)}
+              "float_outputs": float_output(gm), "float_inputs": float_input(gm)}
     gm.graph.lint()
     gm.recompile()
     # The flag only (exported graphs refuse .eval() and ignore the mode): litert-torch
@@ -352,6 +352,30 @@ def float_output(gm: torch.fx.GraphModule) -> int:
                 relu = gm.graph.call_function(torch.ops.aten.relu.default, (value,))
             out.replace_input_with(value, relu)
             count += 1
+    return count
+
+
+def float_input(gm: torch.fx.GraphModule) -> int:
+    """Put a ``relu`` between each input and its ``quantize`` nodes; returns how many inputs.
+
+    When every use of the image is quantized (a model whose first op on the
+    image is int8), litert-torch folds the leading quantize into the input and
+    the file takes int8. A float op first keeps float32 input (the artifact
+    contract), with the QUANTIZE inside the model. The image is in [0, 1], so
+    the relu is an identity; XNNPACK runs it.
+    """
+    qd = _qd()
+    quants = (qd.quantize_per_tensor.default, qd.quantize_per_tensor.tensor)
+    count = 0
+    for ph in [n for n in gm.graph.nodes if n.op == "placeholder"]:
+        users = list(ph.users)
+        if not users or not all(_is_call(u, quants) for u in users):
+            continue
+        with gm.graph.inserting_after(ph):
+            relu = gm.graph.call_function(torch.ops.aten.relu.default, (ph,))
+        for u in users:
+            u.replace_input_with(ph, relu)
+        count += 1
     return count
 
 

@@ -29,7 +29,7 @@ def exported(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)
-    student = save_checkpoint(root / "student.pt", _warm(build_model("student", size=64)))
+    student = save_checkpoint(root / "student.pt", _warm(build_model("student-full", size=64)))
     teacher = save_checkpoint(root / "teacher.pt", _warm(build_model("teacher", size=64)))
     out = root / "artifacts"
     for target, precision in (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("coreml", "fp32")):

@@ -21,14 +21,25 @@ def test_registry_has_student_and_teacher():
     assert model_kind("teacher") == "teacher"
 
 
-def test_student_returns_alpha_in_unit_range():
+@pytest.mark.parametrize("name, multiple", [("student", 64), ("student-guided", 64), ("student-full", 32)])
+def test_student_returns_alpha_in_unit_range(name: str, multiple: int):
     torch.manual_seed(0)
-    model = build_model("student").eval()
-    x = torch.rand(2, 3, 64, 96)
+    model = build_model(name).eval()
+    assert model.input_multiple == multiple
+    x = torch.rand(2, 3, multiple, 3 * multiple)  # non-square: H and W are handled apart
     with torch.no_grad():
         alpha = model(x)
-    assert alpha.shape == (2, 1, 64, 96)
+    assert alpha.shape == (2, 1, multiple, 3 * multiple)
     assert alpha.min() >= 0 and alpha.max() <= 1
+
+
+def test_low_res_heads_need_their_size_multiple():
+    with pytest.raises(ConfigError, match="size must be a multiple of 64 with low_res 2, got 96"):
+        MatteNetConfig(head="upsample", low_res=2, size=96)
+    with pytest.raises(ConfigError, match="low_res 2 needs head='guided' or 'upsample'"):
+        MatteNetConfig(low_res=2)
+    with pytest.raises(ConfigError, match="head must be 'refine', 'guided' or 'upsample'"):
+        MatteNetConfig(head="dgf")
 
 
 def test_teacher_returns_alpha_and_positive_scale():
@@ -83,11 +94,13 @@ ALLOWED_OPS = {
     "aten.batch_norm.default", "aten.relu.default", "aten.add.Tensor", "aten.cat.default",
     "aten.upsample_bilinear2d.vec", "aten.upsample_bilinear2d.default", "aten.sigmoid.default",
     "aten.sub.Tensor", "aten.div.Tensor", "aten.slice.Tensor", "aten.mul.Tensor", "aten.softplus.default",
+    "aten.avg_pool2d.default",
 }
 
 
-def test_student_exports_strict_with_mobile_friendly_ops():
-    model = build_model("student").eval()
+@pytest.mark.parametrize("name", ["student", "student-guided", "student-full"])
+def test_student_exports_strict_with_mobile_friendly_ops(name: str):
+    model = build_model(name).eval()
     ep = torch.export.export(model, (model.example_input(),), strict=True)
     nodes = ep.run_decompositions({}).graph.nodes
     ops = {str(n.target) for n in nodes if n.op == "call_function" and n.target is not operator.getitem}

@@ -29,7 +29,7 @@ def _warm_bn(model: torch.nn.Module) -> torch.nn.Module:
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("q")
     torch.manual_seed(0)
-    student = _warm_bn(build_model("student", size=64))
+    student = _warm_bn(build_model("student-full", size=64))
     teacher = _warm_bn(build_model("teacher", size=64))
     return {"student": save_checkpoint(root / "student.pt", student),
             "teacher": save_checkpoint(root / "teacher.pt", teacher)}
@@ -44,7 +44,7 @@ def folder(tmp_path_factory) -> Path:
 
 def test_fold_batchnorm_keeps_outputs():
     torch.manual_seed(0)
-    model = _warm_bn(build_model("student", size=64))
+    model = _warm_bn(build_model("student-full", size=64))
     folded = fold_batchnorm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the source is untouched

@@ -39,7 +39,7 @@ def _warm_bn(model: nn.Module) -> nn.Module:
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("et") / "student.pt", _warm_bn(build_model("student", size=SIZE)))
+    return save_checkpoint(tmp_path_factory.mktemp("et") / "student.pt", _warm_bn(build_model("student-full", size=SIZE)))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from targets.parity import check, compare
 @pytest.fixture(scope="module")
 def student_ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = build_model("student", size=64)
+    model = build_model("student-full", size=64)
     model.train()
     with torch.no_grad():
         for _ in range(3):

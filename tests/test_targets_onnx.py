@@ -34,7 +34,7 @@ def _warm_bn(model: torch.nn.Module) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Source:
     torch.manual_seed(0)
-    student = _warm_bn(build_model("student", size=SIZE))
+    student = _warm_bn(build_model("student-full", size=SIZE))
     return from_checkpoint(save_checkpoint(tmp_path_factory.mktemp("onnx") / "student.pt", student))
 
 

@@ -97,9 +97,16 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}")
 
 
-# The shipped student: ~40 M MACs at 256x256, the cost of a face mesh.
-register_model("student", FaceMatStudent, MatteNetConfig())
-# The teacher: same layout, about 10x the MACs, plus the uncertainty head.
+# The shipped student: the encoder and decoder see the image average-pooled 2x,
+# and the logits are upsampled to full resolution (~10 M MACs at 256x256). It is
+# the variant whose int8 LiteRT build runs as fast as MediaPipe Face Mesh here.
+register_model("student", FaceMatStudent, MatteNetConfig(head="upsample", low_res=2))
+# Same low-resolution body with a fast guided-filter head: sharper edges, but its
+# int8 full-resolution multiply-and-sum costs ~0.7 ms more in LiteRT on this CPU.
+register_model("student-guided", FaceMatStudent, MatteNetConfig(head="guided", low_res=2))
+# Everything at full resolution with a 1x1 refiner (~44 M MACs): the best
+# matting of the three, 2-3x the latency of Face Mesh in LiteRT here.
+register_model("student-full", FaceMatStudent, MatteNetConfig())
 register_model(
     "teacher",
     FaceMatTeacher,

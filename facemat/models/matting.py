@@ -43,8 +43,18 @@ class MatteNetConfig:
         depths: inverted-residual blocks per encoder stage.
         expand: expansion ratio of the inverted residuals.
         decoder: channels of the decoder at 1/16, 1/8, 1/4, 1/2.
-        refine: hidden channels of the full-resolution refiner.
+        refine: hidden channels of the full-resolution refiner (``head="refine"``).
         size: default input size (H = W), a multiple of 32; export resolution.
+        head: ``"refine"``: coarse 1x1 prediction at 1/2 plus a two-layer 1x1
+            correction at full resolution from the upsampled features and the
+            image; ``"guided"``: a guided-filter head that predicts, at low
+            resolution, a per-pixel linear map of the image colours (``A``, 3
+            channels) and an offset (``b``), upsamples them and evaluates
+            ``A . image + b`` at full resolution: four cheap element-wise passes;
+            ``"upsample"``: a 1x1 prediction at low resolution, bilinearly
+            upsampled (the logits, before the sigmoid): one full-resolution resize.
+        low_res: the encoder and decoder run on the image average-pooled by this
+            factor (1 or 2); the head brings the result back to full resolution.
     """
 
     stem: int = 8
@@ -54,6 +64,8 @@ class MatteNetConfig:
     decoder: tuple[int, ...] = (40, 24, 16, 8)
     refine: int = 8
     size: int = 256
+    head: str = "refine"
+    low_res: int = 1
 
     def __post_init__(self) -> None:
         # Checkpoints store tuples as JSON lists; normalise so configs compare equal.
@@ -65,6 +77,15 @@ class MatteNetConfig:
             raise ConfigError("all channel counts, depths and the expansion ratio must be >= 1")
         if self.size <= 0 or self.size % 32:
             raise ConfigError(f"size must be a positive multiple of 32, got {self.size}")
+        if self.head not in ("refine", "guided", "upsample"):
+            raise ConfigError(f"head must be 'refine', 'guided' or 'upsample', got {self.head!r}")
+        if self.low_res not in (1, 2):
+            raise ConfigError(f"low_res must be 1 or 2, got {self.low_res!r}")
+        if self.size % (32 * self.low_res):
+            raise ConfigError(f"size must be a multiple of {32 * self.low_res} with low_res {self.low_res}, "
+                              f"got {self.size}")
+        if self.head == "refine" and self.low_res != 1:
+            raise ConfigError("low_res 2 needs head='guided' or 'upsample' (the refine head upsamples by 2 only)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -85,13 +106,14 @@ class TensorSpec:
         return dataclasses.asdict(self)
 
 
-def check_input(image: torch.Tensor) -> None:
-    """Raise ``ConfigError`` unless ``image`` is ``N x 3 x H x W`` with H, W multiples of 32."""
+def check_input(image: torch.Tensor, multiple: int = 32) -> None:
+    """Raise ``ConfigError`` unless ``image`` is ``N x 3 x H x W`` with H, W multiples of ``multiple``
+    (32, or 64 for a ``low_res=2`` model: see ``input_multiple``)."""
     if image.dim() != 4 or image.shape[1] != 3:
         raise ConfigError(f"expected an N x 3 x H x W RGB tensor, got shape {tuple(image.shape)}")
     h, w = image.shape[-2:]
-    if h % 32 or w % 32:
-        raise ConfigError(f"H and W must be multiples of 32, got {h}x{w}")
+    if h % multiple or w % multiple:
+        raise ConfigError(f"H and W must be multiples of {multiple}, got {h}x{w}")
 
 
 class Encoder(nn.Module):
@@ -147,6 +169,54 @@ class Refiner(nn.Module):
         return coarse + fine  # N x cout x H x W logits
 
 
+def _upsample(x: torch.Tensor, scale: float) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+class GuidedHead(nn.Module):
+    """Fast guided-filter head (after Wu et al., CVPR 2018, as used by RVM).
+
+    At low resolution a 1x1 convolution predicts, per output, a linear map of
+    the three image colours ``A`` and an offset ``b``; both are upsampled
+    bilinearly and evaluated at full resolution: ``out = sum_c A_c * image_c + b``.
+    Edges follow the full-resolution colours, while the full-resolution cost is
+    a resize, a multiply, a 3-to-1 channel sum and an add per output.
+    """
+
+    def __init__(self, cin: int, cout: int, scale: int):
+        super().__init__()
+        self.scale = float(scale)
+        self.coef = nn.Conv2d(cin, 3 * cout, kernel_size=1)
+        self.offset = nn.Conv2d(cin, cout, kernel_size=1)
+        # Fixed 3->1 channel sum per output, as a convolution: every target lowers it.
+        ones = torch.zeros(cout, 3 * cout, 1, 1)
+        for k in range(cout):
+            ones[k, 3 * k:3 * k + 3] = 1.0
+        self.register_buffer("channel_sum", ones, persistent=False)
+
+    def forward(self, h: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        cout = self.offset.out_channels
+        a = _upsample(self.coef(h), self.scale)  # N x 3*cout x H x W
+        guide = image if cout == 1 else image.repeat(1, cout, 1, 1)
+        return F.conv2d(a * guide, self.channel_sum) + _upsample(self.offset(h), self.scale)  # N x cout x H x W
+
+
+class UpsampleHead(nn.Module):
+    """A 1x1 prediction at low resolution, upsampled bilinearly to full resolution.
+
+    Upsampling logits (not alpha) keeps edges steep after the sigmoid; the only
+    full-resolution work is one resize.
+    """
+
+    def __init__(self, cin: int, cout: int, scale: int):
+        super().__init__()
+        self.scale = float(scale)
+        self.pred = nn.Conv2d(cin, cout, kernel_size=1)
+
+    def forward(self, h: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return _upsample(self.pred(h), self.scale)  # N x cout x H x W logits
+
+
 class _MatteNet(nn.Module):
     """Shared body: normalisation, encoder, decoder. Subclasses add their heads."""
 
@@ -157,13 +227,28 @@ class _MatteNet(nn.Module):
         self.config = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.refiner = Refiner(cfg.decoder[-1], cfg.refine, heads)
+        if cfg.head == "guided":
+            self.refiner = GuidedHead(cfg.decoder[-1], heads, scale=2 * cfg.low_res)
+        elif cfg.head == "upsample":
+            self.refiner = UpsampleHead(cfg.decoder[-1], heads, scale=2 * cfg.low_res)
+        else:
+            self.refiner = Refiner(cfg.decoder[-1], cfg.refine, heads)
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """``N x 3 x H x W`` RGB in [0, 1] -> ``N x heads x H x W`` raw head outputs."""
+        if self.config.head != "refine":
+            # Normalise after pooling (they commute) and guide with the raw image:
+            # the head's linear map absorbs the affine normalisation, and nothing
+            # but the head touches full resolution.
+            low = F.avg_pool2d(image, self.config.low_res) if self.config.low_res > 1 else image
+            return self.refiner(self.decoder(self.encoder((low - _MEAN) / _STD)), image)
         x = (image - _MEAN) / _STD
-        h = self.decoder(self.encoder(x))
-        return self.refiner(h, x)
+        return self.refiner(self.decoder(self.encoder(x)), x)
+
+    @property
+    def input_multiple(self) -> int:
+        """H and W must be multiples of this: 32 (five stride-2 stages) times the pooling factor."""
+        return 32 * self.config.low_res
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """A deterministic ``batch x 3 x size x size`` RGB tensor in [0, 1]."""
