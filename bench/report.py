@@ -304,10 +304,15 @@ def _profile_tables(report: dict, top: int = 10) -> list[_Table]:
     for r in report.get("rows", []):
         prof = r.get("profile") or {}
         ops = prof.get("top_ops") or []
-        if not ops:
+        if not ops and not prof.get("note"):
             continue
-        t = _Table(f"Profile: {_row_label(r)}, threads {_threads(r.get('threads'))} ({prof.get('tool', 'profiler')})",
-                   ["op", "ms", "share", "count"], [], num_from=1)
+        title = f"Profile: {_row_label(r)}, threads {_threads(r.get('threads'))} ({prof.get('tool') or 'no profiler'})"
+        if _is_num(prof.get("delegate_call_ms")):
+            title += f"; delegate call {fmt_ms(prof['delegate_call_ms'])} ms"
+        t = _Table(title, ["op", "ms", "share of op time", "count"], [], num_from=1)
+        if not ops:
+            t.rows.append([str(prof["note"]), DASH, DASH, DASH])
+            t.muted.append(True)
         for op in ops[:top]:
             share = op.get("share")
             t.rows.append([str(op.get("op", DASH)), fmt_ms(op.get("ms")),

@@ -377,7 +377,8 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
                 spec = {"key": f"peer-{name}-{th}", "kind": "peer", "path": str(path), "threads": th,
                         "runs": s.runs, "warmup": s.warmup}
                 res = _run_worker(spec, tmp)
-                rows.append({"artifact": f"peer:{name}", "kind": "peer", "target": "tflite", "precision": "peer",
+                rows.append({"artifact": f"peer:{name}", "kind": "peer", "input": res.get("input"),
+                             "target": "tflite", "precision": "peer",
                              "delegate": None, "runtime": _runtime_name({"target": "tflite"}), "threads": th,
                              "status": res["status"], "reason": res.get("reason"), "source": "measured",
                              "device": s.device, "file_bytes": path.stat().st_size,
@@ -415,7 +416,7 @@ def _runtime_name(e: dict[str, Any]) -> str:
 
     t = e["target"]
     if t == "executorch":
-        return f"executorch {versions('executorch')['executorch']} ({e.get('delegate') or 'xnnpack'})"
+        return f"executorch {versions('executorch')['executorch']}"
     if t == "tflite":
         return f"ai-edge-litert {versions('ai-edge-litert')['ai-edge-litert']}"
     if t == "onnx":

@@ -87,6 +87,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         outs = np.stack([np.asarray(runner(x[None]), np.float32)[0, 0] for x in images])
         np.save(spec["outputs"], outs)
     first = images[:1] if images is not None else runner.example()
+    result["input"] = "x".join(str(v) for v in np.shape(first))
     prepared = runner.prepare(first)
     result["latency_ms"] = time_invoke(runner.invoke, prepared, spec["runs"], spec["warmup"])
     result["peak_mem_mb"] = max(0.0, _rss_peak_mb() - base)

@@ -26,13 +26,17 @@ PARITY_SPLIT = "parity"
 PARITY_SEED = 2024
 
 # Per precision: limits against the eager FP32 model. fp32 artifacts must match
-# to float rounding; fp16 to half-precision rounding through ~60 layers; int8 is
+# to float rounding. fp16: half-precision weights (relative rounding up to 2^-11)
+# shift a trained student's logits by a few 1e-2 where they are large, and the
+# sigmoid passes up to a quarter of that to alpha at the edge: the first trained
+# student measured max abs 0.015 in TFLite fp16, so the limit is 2e-2 on max abs
+# plus 1e-5 on MSE, which a systematic fp16 error would exceed. int8 is
 # judged by MSE (a few pixels near 0.5 may flip by a quantization step, so max abs
 # says little), plus, against the int8 torch program it came from, a looser
 # max abs bound that still catches a broken conversion.
 THRESHOLDS: dict[str, dict[str, float]] = {
     "fp32": {"max_abs": 1e-4},
-    "fp16": {"max_abs": 1e-2},
+    "fp16": {"max_abs": 2e-2, "mse": 1e-5},
     "w8": {"mse": 1e-3},
     "int8": {"mse": 2e-3, "vs_program_mse": 5e-4},
     "w8a8": {"mse": 2e-3, "vs_program_mse": 5e-4},
