@@ -65,5 +65,22 @@ def test_default_student_ptq_and_export_pass_parity(student: Path, tmp_path: Pat
     assert manifest["executorch-xnnpack-fp32-nhwc"]["parity"]["vs_fp32"]["max_abs"] <= 1e-4
     assert manifest["executorch-xnnpack-int8-nhwc"]["checks"]["delegation"]["portable_ops"] == {}
     assert manifest["tflite-int8-nhwc"]["checks"]["xnnpack"]["fully_delegated"]
-    # Every use of this student's image is quantized, so the export puts a relu first to keep float32 input.
-    assert manifest["tflite-int8-nhwc"]["checks"]["rewrites"]["float_inputs"] == 1
+
+
+@pytest.mark.slow
+def test_guided_student_tflite_int8_keeps_float_input(tmp_path: Path):
+    """student-guided feeds the raw image only to quantized ops (pooling, the guide multiply):
+    without the export's relu, litert-torch would fold the quantize into an int8 input."""
+    from facemat.checkpoint import save_checkpoint
+    from quantize.ptq import PTQSettings, run_ptq
+    from targets.export import ExportSettings, run_export
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "guided.pt", build_model("student-guided", size=SIZE).eval())
+    run_ptq(PTQSettings(student=str(ckpt), recipe="litert", out=str(tmp_path / "q"), calib=2, batch=2, size=SIZE,
+                        workers=0))
+    run_export(ExportSettings(out=str(tmp_path / "a"), target="tflite", precision="int8", checkpoint=str(ckpt),
+                              quantized=(str(tmp_path / "q"),), parity_images=2))
+    entry = json.loads((tmp_path / "a" / "manifest.json").read_text())["artifacts"]["tflite-int8"]
+    assert entry["checks"]["rewrites"]["float_inputs"] == 1
+    assert entry["input"]["dtype"] == "float32" and entry["checks"]["io"]["inputs"][0]["dtype"] == "float32"
