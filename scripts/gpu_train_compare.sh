@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One-shot GPU experiment for issue #5: longer teacher + 3 students (unc / uniform / no KD), eval on 200 synth test faces.
+# Ran on an H200 on 2026-11-26 (student-full was then the default "student"); results in the README Training section.
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 PY=${PY:-python3}
 TS=${TS:-2000}; SS=${SS:-1500}; B=${B:-32}; R=/tmp/r; mkdir -p $R $OUT
@@ -11,7 +12,7 @@ timeout ${TT:-200} $PY -m training.teacher --out $R/teacher --steps $TS --batch 
 echo "teacher took $(( $(date +%s) - t0 )) s"; t0=$(date +%s)
 for k in uncertainty uniform none; do
   a="--teacher $R/teacher/best.pt"; [ $k = none ] && a=""
-  timeout ${TSt:-270} $PY -m training.distill $a --out $R/student-$k --kd $k --steps $SS --batch $B --workers 4 --val-every 500 --ckpt-every 250 --log-every 50 > $R/log-$k.txt 2>&1 &
+  timeout ${TSt:-270} $PY -m training.distill $a --arch student-full --out $R/student-$k --kd $k --steps $SS --batch $B --workers 4 --val-every 500 --ckpt-every 250 --log-every 50 > $R/log-$k.txt 2>&1 &
 done
 wait
 echo "students took $(( $(date +%s) - t0 )) s"; t0=$(date +%s)
