@@ -25,7 +25,10 @@ def find_peers(folder: str | Path) -> dict[str, Path]:
 
 
 class PeerRunner:
-    """A LiteRT interpreter on the peer's first input; fed a generated face resized to its size."""
+    """A LiteRT interpreter on the peer's first input; fed a generated face resized to its size.
+
+    Only ``example``, ``prepare`` and ``invoke`` (the timing half of a runner): peers solve
+    other tasks, so the worker never scores their outputs."""
 
     def __init__(self, path: str | Path, threads: int | None):
         from ai_edge_litert.interpreter import Interpreter
@@ -53,9 +56,6 @@ class PeerRunner:
     def invoke(self, prepared: np.ndarray) -> Any:
         self.interpreter.set_tensor(self.input["index"], prepared)
         self.interpreter.invoke()
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:  # pragma: no cover - peers are timed only
-        raise NotImplementedError("peers are timed, not scored")
 
 
 def load_peer_runner(path: str | Path, threads: int | None) -> PeerRunner:

@@ -113,26 +113,19 @@ def tool_versions() -> dict[str, str]:
 def load_bench_data(s: BenchSettings, size: int) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:
     """``(images N x 3 x S x S float32 [0,1], alphas N x S x S, ids, description)``."""
     if s.data == "synth":
-        from facemat.data.synth import render_sample
+        from facemat.data.synth import SynthDataset
 
-        imgs, alphas, ids = [], [], []
-        for i in range(s.limit):
-            smp = render_sample(s.seed, i, size=size, split="test")
-            imgs.append(np.asarray(smp.image, np.float32).transpose(2, 0, 1) / 255.0)
-            alphas.append(np.asarray(smp.alpha, np.float32) / 255.0)
-            ids.append(f"synth-test-{i:06d}")
+        ds, prefix = SynthDataset(s.limit, seed=s.seed, size=size, split="test"), "synth-"
         desc = {"kind": "synth", "path": None, "split": "test", "seed": s.seed}
     else:
         from facemat.data.folder import MattingFolder
 
-        ds = MattingFolder(s.data, size=size)
-        imgs, alphas, ids = [], [], []
-        for i in range(min(s.limit, len(ds))):
-            item = ds[i]
-            imgs.append(item["image"].numpy())
-            alphas.append(item["alpha"].numpy()[0])
-            ids.append(str(item["id"]))
+        ds, prefix = MattingFolder(s.data, size=size), ""
         desc = {"kind": "folder", "path": str(s.data), "resized_to": size}
+    items = [ds[i] for i in range(min(s.limit, len(ds)))]
+    imgs = [item["image"].numpy() for item in items]
+    alphas = [item["alpha"].numpy()[0] for item in items]
+    ids = [prefix + str(item["id"]) for item in items]
     desc.update(images=len(imgs), size=size)
     return np.stack(imgs).astype(np.float32), np.stack(alphas).astype(np.float32), ids, desc
 

@@ -234,13 +234,10 @@ class _References:
 
 def calibration_images(size: int, count: int) -> list[np.ndarray]:
     """Generated faces of the ``calib`` split (never the parity split) for runtime-side int8 calibration."""
-    from facemat.data.synth import render_sample
+    from facemat.data.synth import SynthDataset
 
-    out = []
-    for i in range(count):
-        smp = render_sample(2025, i, size=size, split="calib")
-        out.append((np.asarray(smp.image, np.float32).transpose(2, 0, 1)[None] / 255.0).astype(np.float32))
-    return out
+    ds = SynthDataset(count, seed=2025, size=size, split="calib")
+    return [ds[i]["image"].numpy()[None] for i in range(count)]  # each 1 x 3 x S x S float32
 
 
 def _source_record(src: Source) -> dict[str, Any]:

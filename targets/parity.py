@@ -58,14 +58,12 @@ class ParityImages:
 
 def parity_images(size: int, count: int = 16, seed: int = PARITY_SEED) -> ParityImages:
     """``count`` procedural faces at ``size`` from the ``parity`` split (deterministic)."""
-    from facemat.data.synth import render_sample
+    from facemat.data.synth import SynthDataset
 
-    imgs, alphas = [], []
-    for i in range(count):
-        s = render_sample(seed, i, size=size, split=PARITY_SPLIT)
-        imgs.append(np.asarray(s.image, np.float32).transpose(2, 0, 1) / 255.0)
-        alphas.append(np.asarray(s.alpha, np.float32) / 255.0)
-    return ParityImages(np.stack(imgs).astype(np.float32), np.stack(alphas), PARITY_SPLIT, seed)
+    ds = SynthDataset(count, seed=seed, size=size, split=PARITY_SPLIT)
+    items = [ds[i] for i in range(count)]
+    return ParityImages(np.stack([it["image"].numpy() for it in items]),
+                        np.stack([it["alpha"].numpy()[0] for it in items]), PARITY_SPLIT, seed)
 
 
 def torch_outputs(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray) -> np.ndarray:

@@ -7,6 +7,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+
+
+def warm_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Give BatchNorm non-trivial running statistics (three training-mode batches at the
+    model's own size), so BN folding in quantization and every exporter is really exercised.
+    Returns the model in eval mode."""
+    size = model.config.size
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(4, 3, size, size))
+    return model.eval()
 
 
 def write_disc_folder(root: Path, count: int, size: int = 64, seed: int = 0) -> Path:

@@ -13,14 +13,7 @@ import torch
 from facemat.checkpoint import save_checkpoint
 from facemat.errors import CheckpointError, ConfigError
 from facemat.models import build_model
-
-
-def _warm(model):
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, 64, 64))
-    return model.eval()
+from tests.conftest import warm_bn
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +22,8 @@ def exported(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)
-    student = save_checkpoint(root / "student.pt", _warm(build_model("student-full", size=64)))
-    teacher = save_checkpoint(root / "teacher.pt", _warm(build_model("teacher", size=64)))
+    student = save_checkpoint(root / "student.pt", warm_bn(build_model("student-full", size=64)))
+    teacher = save_checkpoint(root / "teacher.pt", warm_bn(build_model("teacher", size=64)))
     out = root / "artifacts"
     for target, precision in (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("coreml", "fp32")):
         run_export(ExportSettings(out=str(out), target=target, precision=precision, checkpoint=str(student),

@@ -17,6 +17,7 @@ import torch
 from facemat.checkpoint import save_checkpoint
 from facemat.errors import ConfigError
 from facemat.models import build_model
+from tests.conftest import warm_bn
 
 SIZE = 128
 
@@ -24,12 +25,8 @@ SIZE = 128
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = build_model("student", size=SIZE)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, SIZE, SIZE))
-    return save_checkpoint(tmp_path_factory.mktemp("default") / "student.pt", model.eval())
+    model = warm_bn(build_model("student", size=SIZE))
+    return save_checkpoint(tmp_path_factory.mktemp("default") / "student.pt", model)
 
 
 def test_quantization_refuses_sizes_the_pooled_student_cannot_take(student: Path, tmp_path: Path):

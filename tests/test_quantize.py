@@ -14,23 +14,15 @@ from facemat.models import build_model
 from quantize.core import fold_batchnorm, load_quantized, require_recipe
 from quantize.ptq import PTQSettings, run_ptq
 from quantize.qat import QATSettings, run_qat
-
-
-def _warm_bn(model: torch.nn.Module) -> torch.nn.Module:
-    # Give BatchNorm non-trivial statistics so folding is really exercised.
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, 64, 64))
-    return model.eval()
+from tests.conftest import warm_bn
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("q")
     torch.manual_seed(0)
-    student = _warm_bn(build_model("student-full", size=64))
-    teacher = _warm_bn(build_model("teacher", size=64))
+    student = warm_bn(build_model("student-full", size=64))
+    teacher = warm_bn(build_model("teacher", size=64))
     return {"student": save_checkpoint(root / "student.pt", student),
             "teacher": save_checkpoint(root / "teacher.pt", teacher)}
 
@@ -44,7 +36,7 @@ def folder(tmp_path_factory) -> Path:
 
 def test_fold_batchnorm_keeps_outputs():
     torch.manual_seed(0)
-    model = _warm_bn(build_model("student-full", size=64))
+    model = warm_bn(build_model("student-full", size=64))
     folded = fold_batchnorm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the source is untouched

@@ -21,24 +21,16 @@ from facemat.models import build_model
 from targets import coreml
 from targets.common import ExportError, ExportJob, IOSpec, RuntimeUnavailable, Source
 from targets.source import from_checkpoint
+from tests.conftest import warm_bn
 
 SIZE = 64
 ON_MAC = sys.platform == "darwin"
 
 
-def _warm_bn(model: torch.nn.Module) -> torch.nn.Module:
-    # Non-trivial BatchNorm statistics, so the converter's conv+BN fusion is exercised.
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, SIZE, SIZE))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("cm") / "student.pt", _warm_bn(build_model("student-full", size=SIZE)))
+    return save_checkpoint(tmp_path_factory.mktemp("cm") / "student.pt", warm_bn(build_model("student-full", size=SIZE)))
 
 
 @pytest.fixture(scope="module")

@@ -23,23 +23,15 @@ from targets import executorch as et
 from targets.common import ExportError, ExportJob, IOSpec, RuntimeUnavailable, Source
 from targets.parity import check, measure, parity_images, torch_outputs
 from targets.source import from_checkpoint, from_quantized
+from tests.conftest import warm_bn
 
 SIZE = 64
-
-
-def _warm_bn(model: nn.Module) -> nn.Module:
-    # Non-trivial BatchNorm statistics, so the lowered graph really folds them.
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, SIZE, SIZE))
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("et") / "student.pt", _warm_bn(build_model("student-full", size=SIZE)))
+    return save_checkpoint(tmp_path_factory.mktemp("et") / "student.pt", warm_bn(build_model("student-full", size=SIZE)))
 
 
 @pytest.fixture(scope="module")

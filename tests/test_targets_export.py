@@ -16,17 +16,14 @@ from targets.common import ExportError
 from targets.export import ExportSettings, main, plan_matrix, run_export
 from targets.manifest import artifact_sha256, read_manifest, update_manifest, verify_entry
 from targets.parity import check, compare
+from tests.conftest import warm_bn
 
 
 @pytest.fixture(scope="module")
 def student_ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = build_model("student-full", size=64)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, 64, 64))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "student.pt", model.eval())
+    model = warm_bn(build_model("student-full", size=64))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "student.pt", model)
 
 
 def test_plan_matrix_from_a_checkpoint_and_recipes(student_ckpt: Path):

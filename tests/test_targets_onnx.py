@@ -17,24 +17,16 @@ from targets import onnx as target
 from targets.common import ExportError, ExportJob, IOSpec, Source
 from targets.parity import THRESHOLDS, check, measure, parity_images, torch_outputs
 from targets.source import from_checkpoint
+from tests.conftest import warm_bn
 
 SIZE = 64
 IO = IOSpec(size=SIZE)
 
 
-def _warm_bn(model: torch.nn.Module) -> torch.nn.Module:
-    # Non-trivial BatchNorm statistics, so the exporter's BN folding is exercised.
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, SIZE, SIZE))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Source:
     torch.manual_seed(0)
-    student = _warm_bn(build_model("student-full", size=SIZE))
+    student = warm_bn(build_model("student-full", size=SIZE))
     return from_checkpoint(save_checkpoint(tmp_path_factory.mktemp("onnx") / "student.pt", student))
 
 

@@ -16,24 +16,16 @@ from facemat.models import build_model
 from targets import parity, tflite
 from targets.common import ExportError, ExportJob, IOSpec, Source
 from targets.source import from_checkpoint, from_quantized
+from tests.conftest import warm_bn
 
 SIZE = 64
 FACES = 8
 
 
-def _warm_bn(model: torch.nn.Module) -> torch.nn.Module:
-    # Non-trivial BatchNorm statistics, so the converter's folding is exercised.
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, SIZE, SIZE))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Source:
     torch.manual_seed(0)
-    model = _warm_bn(build_model("student-full", size=SIZE))
+    model = warm_bn(build_model("student-full", size=SIZE))
     path = save_checkpoint(tmp_path_factory.mktemp("tflite") / "student.pt", model)
     return from_checkpoint(path)
 
