@@ -11,14 +11,13 @@ writes it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError
 
 MISSING = "-"
@@ -205,7 +204,7 @@ def run_compare(s: CompareSettings) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m bench.compare",
         description="Compare bench reports side by side (devices, runtimes, runs): one row per artifact x threads, "
         "per report the median latency (and SAD where scored), and the ratio of each later report to the first. "

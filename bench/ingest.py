@@ -26,7 +26,6 @@ summarised with the same definitions as ``bench.run`` (``bench.worker``).
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, DataError
 
 FORMATS = ("executor_runner", "benchmark_model", "xcode")
@@ -652,7 +651,7 @@ def _fmt(v: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m bench.ingest",
         description="Import latency measured on a phone by the platform's own tool into a bench report: adds (or "
         "replaces) the row for (artifact, device, threads, source) in OUT/report.json and rewrites report.md and "

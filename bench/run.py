@@ -13,7 +13,6 @@ macOS) get a "not run here" row with the reason. Reports go to
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -27,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import CheckpointError, ConfigError
 
 BANDS = ("overall", "boundary", "uncertainty")
@@ -73,17 +72,29 @@ class BenchSettings:
                               "../shared/peers/fetch-mediapipe-peers.sh DIR)")
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def thread_list(spec: str) -> list[int]:
-    """``"1,all"`` -> ``[1, os.cpu_count()]`` (deduplicated, in order)."""
+    """``"1,all"`` -> ``[1, cores]`` (deduplicated, in order); more threads than cores is refused."""
     out: list[int] = []
+    cores = available_cores()
     for part in spec.split(","):
         part = part.strip()
         if part == "all":
-            n = os.cpu_count() or 1
+            n = cores
         elif part.isdigit() and int(part) >= 1:
             n = int(part)
         else:
             raise ConfigError(f"--threads must be a comma list of positive integers or 'all', got {spec!r}")
+        if n > cores:
+            raise ConfigError(f"--threads {n} is above the {cores} cores this machine gives the bench: the "
+                              "latency would measure contention, not the runtime (use 'all' for every core)")
         if n not in out:
             out.append(n)
     return out
@@ -291,6 +302,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
 
     from bench.report import write_reports
     from facemat.checkpoint import file_sha256, load_checkpoint
+    from facemat.io import ensure_writable_dir
     from targets.manifest import now, read_manifest, verify_entry
 
     manifest_path = Path(s.manifest)
@@ -305,6 +317,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
         raise ConfigError(f"{manifest_path} lists no artifacts; run python -m targets.export first")
     for e in entries.values():  # refuse before measuring anything
         verify_entry(root, e)
+    ensure_writable_dir(s.out)
     ref_path = _reference_checkpoint(s, entries)
     model, _ = load_checkpoint(ref_path, expect="student")
     sizes = {e["input"]["shape"][2] if e["input"]["layout"] == "NCHW" else e["input"]["shape"][1]
@@ -439,7 +452,7 @@ def _pictures(images, gts, ref_out, bvals, ids, outs: dict[str, np.ndarray], n: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m bench.run",
         description="Measure every artifact of a manifest on this device: latency (median, p90, min of --runs after "
         "--warmup; invoke only), peak memory, file size, and matting accuracy against ground truth and against the "

@@ -1,17 +1,33 @@
 """Shared command-line plumbing: error reporting and the ``--debug`` flag.
 
-User mistakes (``FaceMatError``) print one line, ``error: <message>``, on stderr
-and exit with code 2, without a traceback unless ``--debug`` is given. Ctrl-C
+User mistakes (``FaceMatError``) and failed file operations (an ``OSError``
+naming its file: read-only folder, disk full) print one line,
+``error: <message>``, on stderr and exit with code 2, without a traceback
+unless ``--debug`` is given. Ctrl-C
 exits with 130. Every other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Callable, Sequence
 
-from facemat.errors import FaceMatError
+from facemat.errors import ConfigError, FaceMatError
+
+# Library loggers whose warnings are known noise on this toolchain (torchao's
+# optional CUDA kernels that a CPU wheel cannot load; torch's pytree deprecation
+# notice triggered by torchao). Silenced so a user error stays one line.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors (unknown choice, bad type, missing flag)
+    raise ``ConfigError``, so :func:`run_main` prints them as one line like every other user error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
@@ -23,12 +39,21 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     """Run ``main(argv)`` and turn user errors into a one-line message and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if not debug:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         rc = main(args)
     except FaceMatError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A file the command had to read or write: name it and say why (no space, read-only, ...).
+        if debug or exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -13,7 +13,6 @@ Writes ``report.json`` and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError
 from facemat.io import write_json_atomic
 from quantize.recipes import RECIPES, check_recipe
@@ -158,7 +157,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m quantize.compare",
         description="Run PTQ, plain QAT and uncertainty-aware QAT for one recipe (reusing finished runs in "
         "--out) and compare the converted int8 models with the FP32 student on the same held-out images, "

@@ -6,7 +6,6 @@ Same quantizer, same BN folding and the same output format as ``quantize.qat``
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -15,9 +14,9 @@ from typing import Sequence
 
 import torch
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, check_size
-from facemat.io import write_json_atomic
+from facemat.io import ensure_writable_dir, write_json_atomic
 from quantize.recipes import RECIPES, check_recipe
 
 
@@ -57,9 +56,9 @@ def run_ptq(s: PTQSettings) -> Path:
 
     t0 = time.perf_counter()
     out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
+    student, ckpt = load_checkpoint(s.student, expect="student")  # a wrong file fails before anything is written
+    ensure_writable_dir(out)
     write_json_atomic(out / "config.json", {**s.__dict__, "command": "quantize.ptq"})
-    student, ckpt = load_checkpoint(s.student, expect="student")
     print(f"quantize.ptq: recipe {s.recipe}; preparing (export + {s.recipe} quantizer)", file=sys.stderr)
     prepared = prepare(student, s.recipe, qat=False, size=s.size)
     train_set, _, _ = build_datasets(TrainSettings(data=s.data, out=s.out, size=s.size, seed=s.seed))
@@ -90,7 +89,7 @@ def run_ptq(s: PTQSettings) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m quantize.ptq",
         description="Post-training (calibration-only) int8 quantization of a FaceMat student with a target's "
         "PT2E quantizer. Writes model.pt2, recipe.json and config.json to --out (same format as quantize.qat).",

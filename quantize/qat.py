@@ -14,7 +14,6 @@ convert and save ``model.pt2`` + ``recipe.json``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -24,9 +23,9 @@ from typing import Sequence
 
 import torch
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, check_size
-from facemat.io import write_json_atomic
+from facemat.io import ensure_writable_dir, write_json_atomic
 from quantize.recipes import RECIPES, check_recipe
 
 WEIGHTINGS = ("uncertainty", "uniform")
@@ -114,9 +113,9 @@ def run_qat(s: QATSettings) -> Path:
     t0 = time.perf_counter()
     torch.manual_seed(s.seed)
     out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
-    student, ckpt = load_checkpoint(s.student, expect="student")
+    student, ckpt = load_checkpoint(s.student, expect="student")  # wrong files fail before anything is written
     teacher = load_checkpoint(s.teacher, expect="teacher")[0] if s.weighting == "uncertainty" else None
+    ensure_writable_dir(out)
     size = student.config.size
     write_json_atomic(out / "config.json", {**s.__dict__, "command": "quantize.qat"})
     print(f"quantize.qat: recipe {s.recipe}, weighting {s.weighting}; preparing (export + {s.recipe} quantizer)",
@@ -200,7 +199,7 @@ def run_qat(s: QATSettings) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     d = QATSettings.__dataclass_fields__
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m quantize.qat",
         description="Quantization-aware training of a FaceMat student with the PT2E flow and a target's "
         "quantizer, distilling from the FP32 student with the teacher's uncertainty as spatial weight. "

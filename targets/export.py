@@ -12,7 +12,6 @@ source hash and options is a no-op (``--force`` rebuilds).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import shutil
@@ -24,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, FaceMatError, check_size
 from targets.common import TARGETS, ExportError, ExportJob, IOSpec, RuntimeUnavailable, Source
 
@@ -303,11 +302,10 @@ def export_one(plan: Plan, src: Source, s: ExportSettings, refs: _References, ou
 
 def run_export(s: ExportSettings) -> dict[str, Any]:
     """Export every planned artifact; returns the manifest. Raises ExportError listing failures (others are kept)."""
-    from facemat.io import write_json_atomic
+    from facemat.io import ensure_writable_dir, write_json_atomic
     from targets.manifest import NAME, read_manifest, update_manifest, verify_entry
 
-    out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(s.out)
     manifest_path = out / NAME
     existing = read_manifest(manifest_path)["artifacts"]
     sources = _load_sources(s)
@@ -359,7 +357,7 @@ def run_export(s: ExportSettings) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m targets.export",
         description="Export a FaceMat student to Core ML, ExecuTorch, TFLite and ONNX. Each artifact is verified, "
         "run in its own runtime on generated faces where this OS can (Core ML: macOS only) and compared with the "

@@ -36,7 +36,7 @@ from torch import nn
 
 from facemat.checkpoint import read_checkpoint, save_checkpoint, unwrap
 from facemat.errors import ConfigError, check_size
-from facemat.io import write_json_atomic, write_text_atomic
+from facemat.io import ensure_writable_dir, write_json_atomic, write_text_atomic
 
 # The generator is an endless stream; any index below this renders a new face.
 SYNTH_STREAM_LENGTH = 2**31 - 1
@@ -331,7 +331,7 @@ def train(
     resume_from = _prepare_out(s, resolved)
     out = Path(s.out)
     if world_info.main:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(out)
 
     torch.manual_seed(s.seed)
     train_set, val_set, data_desc = build_datasets(s)

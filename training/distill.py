@@ -12,7 +12,6 @@ student on ground truth alone, the no-distillation baseline.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError
 from facemat.losses import matting_loss, uncertainty_weight, weighted_kd_l1
 from training.common import TrainResult, TrainSettings, add_common_args, common_settings, train, validate
@@ -92,7 +91,7 @@ def train_student(settings: DistillSettings, stop_after: int | None = None) -> T
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m training.distill",
         description="Train the FaceMat student by uncertainty-weighted knowledge distillation from a teacher "
         "checkpoint, plus ground-truth matting losses. Writes last.pt, best.pt, metrics.jsonl and config.json "

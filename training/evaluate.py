@@ -15,7 +15,6 @@ per image (mean and median) and pooled over all pixels.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, check_size
 from facemat.io import write_json_atomic
 
@@ -159,7 +158,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m training.evaluate",
         description="Evaluate a FaceMat checkpoint (teacher or student) on a dataset folder "
         "(images/ + alphas/): SAD, MSE, Grad, Conn and IoU overall, in the boundary band and, with a teacher, "

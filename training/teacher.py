@@ -11,7 +11,6 @@ teacher declares everything uncertain.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError
 from facemat.losses import laplace_nll, matting_loss
 from training.common import TrainResult, TrainSettings, add_common_args, common_settings, train, validate
@@ -67,7 +66,7 @@ def train_teacher(settings: TeacherSettings, stop_after: int | None = None) -> T
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m training.teacher",
         description="Train the FaceMat teacher (alpha + per-pixel Laplace uncertainty b) with the Laplace NLL "
         "plus L1, Laplacian-pyramid and gradient losses. Writes last.pt, best.pt (lowest validation MSE), "

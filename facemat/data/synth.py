@@ -24,7 +24,6 @@ on-the-fly training data, :func:`generate` for a folder.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.data.composite import composite_layers
 from facemat.data.synth_face import Scene, render_face
 from facemat.data.synth_occluders import Occluder, sample_occluders
@@ -470,7 +469,7 @@ def generate(settings: SynthSettings) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run :func:`generate`."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m facemat.data.synth",
         description="Generate procedural face-matting samples (image + face-skin alpha) with occluders.",
     )

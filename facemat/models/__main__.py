@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from facemat.cli import add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, check_size
 
 
@@ -48,7 +47,7 @@ def summarize(settings: CostSettings) -> dict[str, dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m facemat.models",
         description="Print each registered model's parameters, multiply-accumulates (MACs, counted with "
         "torch.utils.flop_counter) and median eager PyTorch CPU latency at a given input size.",
