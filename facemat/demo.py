@@ -1,0 +1,572 @@
+"""``python -m facemat.demo``: a face filter that respects occluders, on an image or a video.
+
+For every frame: find the faces (OpenCV's frontal-face Haar cascade, or the
+whole frame with ``--whole-frame``), crop each to a square with a margin, resize
+it to the model's input size, matte it with the chosen model, apply the effect
+only where alpha says "visible face skin"::
+
+    out = alpha * effect(crop) + (1 - alpha) * crop
+
+and paste the result back. Hands, hair and every other occluder have alpha 0,
+so the effect does not paint over them. The output is a side-by-side
+``input | alpha (grey) | result`` image (for an image input) or an ``mp4v``
+video (for a video input), written atomically, with the resolved settings in
+``<out>.json`` beside it.
+
+The model runs through the same code the bench uses: an exported artifact is
+looked up in the ``manifest.json`` of its folder, its sha256 checked, and
+loaded with ``targets.<target>.load_runner`` via ``bench.worker``; a checkpoint
+runs as the bench's FP32 reference (PyTorch eager). Those modules are imported
+inside the functions that need them: this command is the one place in
+``facemat`` that drives the export and bench stages (like the pipeline), and
+importing ``facemat`` stays free of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
+from facemat.errors import CheckpointError, ConfigError, DataError
+from facemat.io import atomic_path, write_bytes_atomic, write_json_atomic
+
+BUNDLED_STUDENT = Path(__file__).resolve().parent / "weights" / "student-synth.pt"
+"""The shipped ``student`` (trained from scratch on the procedural faces; ~1 MB, 256 x 256 input)."""
+
+EFFECTS = ("tint", "smooth", "cartoon")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+VIDEO_EXTS = (".mp4",)
+_VIDEO_IN_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
+HAAR_FILE = "haarcascade_frontalface_default.xml"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Resolved settings of one ``facemat.demo`` run.
+
+    Attributes:
+        input: an image or a video file.
+        out: the side-by-side output: ``.png/.jpg/.jpeg/.bmp`` for an image
+            input, ``.mp4`` for a video input.
+        effect: one of :data:`EFFECTS`.
+        artifact: an exported artifact listed in the ``manifest.json`` of its folder.
+        checkpoint: a student checkpoint (``.pt``); exactly one of ``artifact`` and
+            ``checkpoint`` is given.
+        whole_frame: treat every frame as one face crop instead of detecting faces.
+        margin: extra context around a detected face box, as a fraction of its
+            side on each side (the crop side is ``box * (1 + 2 * margin)``).
+        max_frames: stop a video after this many frames (None: all).
+    """
+
+    input: str
+    out: str
+    effect: str = "tint"
+    artifact: str | None = None
+    checkpoint: str | None = None
+    whole_frame: bool = False
+    margin: float = 0.5
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.effect not in EFFECTS:
+            raise ConfigError(f"--effect must be one of {', '.join(EFFECTS)}, got {self.effect!r}")
+        if (self.artifact is None) == (self.checkpoint is None):
+            which = "both" if self.artifact is not None else "neither"
+            raise ConfigError(f"give exactly one of --artifact and --checkpoint ({which} given); the bundled "
+                              f"student is --checkpoint {_display(BUNDLED_STUDENT)}")
+        if not Path(self.input).exists():
+            raise DataError(f"--input {self.input}: no such file")
+        if not Path(self.input).is_file():
+            raise DataError(f"--input {self.input}: not a file (give an image or a video)")
+        for flag, p in (("--artifact", self.artifact), ("--checkpoint", self.checkpoint)):
+            if p is not None and not Path(p).exists():
+                raise ConfigError(f"{flag} {p}: no such file")
+        if not 0.0 <= self.margin <= 2.0:
+            raise ConfigError(f"--margin must be between 0 and 2 (a fraction of the face box), got {self.margin}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
+        _check_out(self.out, self.input)
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the working folder when it lies below it (shorter messages)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _check_out(out: str, input_path: str) -> None:
+    """Refuse an ``--out`` that cannot be written, before any work is done."""
+    p = Path(out)
+    ext = p.suffix.lower()
+    if ext not in IMAGE_EXTS + VIDEO_EXTS:
+        raise ConfigError(f"--out {out}: unsupported extension {p.suffix or '(none)'!r}; an image input writes "
+                          f"{', '.join(IMAGE_EXTS)}, a video input writes {', '.join(VIDEO_EXTS)}")
+    if p.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name")
+    if p.exists() and p.resolve() == Path(input_path).resolve():
+        raise ConfigError(f"--out {out}: is the input file; write the result elsewhere")
+    parent = p.parent if str(p.parent) else Path(".")
+    existing = parent
+    while not existing.exists():  # atomic_path creates the missing folders
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: folder {existing} is not writable; choose another --out")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Matter:
+    """A loaded matting model.
+
+    Attributes:
+        runner: ``runner(image)`` with image ``1 x 3 x S x S`` float32 RGB in [0, 1]
+            returns alpha ``1 x 1 x S x S`` float32 in [0, 1] (a ``targets.common.Runner``).
+        size: S, the model's fixed input size.
+        info: what it is (artifact id, target, precision, sha256; or the checkpoint).
+    """
+
+    runner: Callable[[np.ndarray], np.ndarray]
+    size: int
+    info: dict[str, Any]
+
+
+def load_matter(artifact: str | None = None, checkpoint: str | None = None) -> Matter:
+    """Load an exported artifact (via its manifest) or a student checkpoint, as the bench does.
+
+    Raises:
+        CheckpointError: the artifact is not in a manifest beside it, or its bytes
+            no longer match the manifest's sha256; the checkpoint is not a student.
+        targets.common.RuntimeUnavailable: the artifact cannot run on this OS (Core ML off macOS).
+    """
+    if (artifact is None) == (checkpoint is None):
+        raise ConfigError("give exactly one of artifact and checkpoint")
+    if checkpoint is not None:
+        return _load_checkpoint(checkpoint)
+    return _load_artifact(artifact)
+
+
+def _load_checkpoint(path: str) -> Matter:
+    from bench.run import _reference_outputs
+    from facemat.checkpoint import file_sha256, load_checkpoint
+
+    model, _ = load_checkpoint(path, expect="student")  # as bench.run loads its FP32 reference
+
+    def runner(image: np.ndarray) -> np.ndarray:
+        alpha, _ = _reference_outputs(model, image)  # N x S x S
+        return alpha[:, None]  # N x 1 x S x S
+
+    return Matter(runner, int(model.config.size), {"kind": "checkpoint", "path": str(path), "arch": model.arch,
+                                                    "sha256": file_sha256(path), "runtime": "pytorch eager fp32"})
+
+
+def _load_artifact(path: str) -> Matter:
+    import platform
+
+    from bench.worker import _load
+    from targets.common import RuntimeUnavailable
+    from targets.manifest import NAME, read_manifest, verify_entry
+
+    art = Path(path)
+    root = art.resolve().parent
+    manifest = root / NAME
+    if not manifest.is_file():
+        raise CheckpointError(f"--artifact {path}: no {NAME} in {root}; the demo runs artifacts written by "
+                              "python -m targets.export, whose manifest records their sha256 and I/O spec")
+    entries = read_manifest(manifest)["artifacts"]
+    entry = next((e for e in entries.values() if (root / e["path"]).resolve() == art.resolve()), None)
+    if entry is None:
+        raise CheckpointError(f"--artifact {path}: not listed in {manifest} (it lists {', '.join(entries) or 'none'})")
+    entry = {"id": entry.get("id", art.name), **entry}
+    verify_entry(root, entry)
+    inp = entry["input"]
+    size = int(inp["shape"][2] if inp["layout"] == "NCHW" else inp["shape"][1])
+    # The same IOSpec fields bench.run passes to its worker.
+    io = {"size": size, "layout": inp["layout"], "input_kind": inp.get("kind", "tensor"),
+          "input_name": inp["name"], "output_name": entry["outputs"][0]["name"]}
+    spec = {"kind": "artifact", "target": entry["target"], "path": str(root / entry["path"]), "io": io,
+            "threads": None}
+    try:
+        runner = _load(spec)
+    except RuntimeUnavailable as exc:
+        where = f"{platform.system()} {platform.machine()}"
+        reason = str(exc).removeprefix(f"{spec['path']}: ")
+        if "coreml" in (entry["target"], entry.get("delegate")):
+            reason = f"Core ML artifacts run only on macOS/iOS ({reason})"
+        raise RuntimeUnavailable(f"--artifact {path}: cannot run on this OS ({where}): {reason}; pick an artifact "
+                                 "that the manifest marks runs_here: true, or use --checkpoint") from None
+    info = {"kind": "artifact", "path": str(path), "id": entry["id"], "target": entry["target"],
+            "precision": entry.get("precision"), "delegate": entry.get("delegate"), "sha256": entry["sha256"],
+            "manifest": str(manifest)}
+    return Matter(runner, size, info)
+
+
+# --------------------------------------------------------------------------- effects
+
+
+def _odd(v: float, lo: int = 3) -> int:
+    n = max(lo, round(v))
+    return n if n % 2 else n + 1
+
+
+# A cool blue that no skin has: where the tint leaks onto a hand, it shows.
+TINT_RGB = np.array([70.0, 150.0, 255.0], np.float32)
+
+
+def effect_tint(rgb: np.ndarray) -> np.ndarray:
+    """Colour tint that keeps the shading: luminance times a blue, blended 65 % over the image.
+
+    Args:
+        rgb: ``H x W x 3`` uint8 RGB.
+
+    Returns:
+        ``H x W x 3`` uint8 RGB.
+    """
+    lum = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)[..., None] / 255.0  # H x W x 1
+    tinted = np.minimum(lum * TINT_RGB * 1.3, 255.0)
+    return np.clip(0.35 * rgb.astype(np.float32) + 0.65 * tinted + 0.5, 0, 255).astype(np.uint8)
+
+
+def effect_smooth(rgb: np.ndarray) -> np.ndarray:
+    """Beauty smoothing: two edge-preserving bilateral passes, then a soft 15 % lift toward white.
+
+    The lift makes the effect visible on skin that is already smooth (generated
+    faces have little texture for the bilateral filter to remove).
+    """
+    s = max(rgb.shape[:2]) / 256.0
+    d = _odd(9 * s, 5)
+    out = cv2.bilateralFilter(rgb, d, 40, 4 * s + 3)
+    out = cv2.bilateralFilter(out, d, 40, 4 * s + 3)
+    out = out.astype(np.float32)
+    return np.clip(out + (255.0 - out) * 0.15 + 0.5, 0, 255).astype(np.uint8)
+
+
+def effect_cartoon(rgb: np.ndarray) -> np.ndarray:
+    """Cartoon: bilateral flattening, lightness posterized to 6 bands, colours 1.5x more saturated, dark edge lines.
+
+    Posterizing lightness in Lab rather than each RGB channel keeps skin one hue
+    instead of breaking it into pink and yellow patches.
+    """
+    s = max(rgb.shape[:2]) / 256.0
+    flat = cv2.bilateralFilter(rgb, _odd(9 * s, 5), 75, 75)
+    flat = cv2.bilateralFilter(flat, _odd(9 * s, 5), 75, 75)
+    lab = cv2.cvtColor(flat, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = np.minimum((lab[..., 0] // 40) * 40 + 30, 255)  # 6 bands: 30, 70, ..., 230
+    ab = (lab[..., 1:].astype(np.float32) - 128.0) * 1.5 + 128.0  # a, b are offset by 128 in 8-bit Lab
+    lab[..., 1:] = np.clip(ab + 0.5, 0, 255).astype(np.uint8)
+    poster = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    grey = cv2.medianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), _odd(5 * s))
+    edges = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, _odd(9 * s), 5)
+    return poster * (edges[..., None] // 255)  # edge pixels black
+
+
+EFFECT_FNS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tint": effect_tint, "smooth": effect_smooth, "cartoon": effect_cartoon}
+
+
+def composite(frame: np.ndarray, alpha: np.ndarray, filtered: np.ndarray) -> np.ndarray:
+    """``alpha * filtered + (1 - alpha) * frame``, rounded.
+
+    Args:
+        frame, filtered: ``H x W x 3`` uint8.
+        alpha: ``H x W`` float in [0, 1] (1 = visible face skin).
+
+    Returns:
+        ``H x W x 3`` uint8.
+    """
+    a = np.clip(alpha.astype(np.float32), 0.0, 1.0)[..., None]
+    out = a * filtered.astype(np.float32) + (1.0 - a) * frame.astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- faces
+
+
+class FaceFinder:
+    """OpenCV's frontal-face Haar cascade: ``finder(rgb) -> [(x, y, w, h), ...]`` in pixels."""
+
+    def __init__(self) -> None:
+        base = getattr(getattr(cv2, "data", None), "haarcascades", None)
+        path = Path(base or "") / HAAR_FILE
+        if base is None or not path.is_file():
+            raise ConfigError(f"OpenCV's {HAAR_FILE} is not installed (opencv-python-headless 5 dropped the cascade "
+                              "files): install opencv-python-headless<5, or pass --whole-frame for face crops")
+        self.cascade = cv2.CascadeClassifier(str(path))
+
+    def __call__(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+        grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        side = max(24, min(rgb.shape[:2]) // 10)
+        found = self.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+        return [tuple(int(v) for v in box) for box in found]
+
+
+def square_crop(box: tuple[int, int, int, int], height: int, width: int, margin: float) -> tuple[int, int, int, int]:
+    """A square around a face box, ``margin`` of its side added on each side, shifted (and shrunk
+    if needed) to lie inside the frame. Returns ``(x0, y0, side, side)``."""
+    x, y, w, h = box
+    side = min(round(max(w, h) * (1.0 + 2.0 * margin)), height, width)
+    x0 = round(x + w / 2 - side / 2)
+    y0 = round(y + h / 2 - side / 2)
+    return min(max(x0, 0), width - side), min(max(y0, 0), height - side), side, side
+
+
+# --------------------------------------------------------------------------- one frame
+
+
+def matte_region(matter: Matter, crop: np.ndarray) -> np.ndarray:
+    """Alpha of an ``h x w x 3`` uint8 RGB crop, resized to the model's input and back: ``h x w`` float32."""
+    h, w = crop.shape[:2]
+    s = matter.size
+    interp = cv2.INTER_AREA if max(h, w) > s else cv2.INTER_LINEAR
+    x = cv2.resize(crop, (s, s), interpolation=interp) if (h, w) != (s, s) else crop
+    x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)  # 1 x 3 x S x S
+    alpha = np.asarray(matter.runner(x), np.float32).reshape(s, s)
+    alpha = np.clip(alpha, 0.0, 1.0)
+    return cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != (s, s) else alpha
+
+
+def process_frame(rgb: np.ndarray, matter: Matter, effect: str, finder: FaceFinder | None,
+                  margin: float = 0.5) -> tuple[np.ndarray, np.ndarray, int]:
+    """Matte and filter every face of one frame.
+
+    Args:
+        rgb: ``H x W x 3`` uint8 RGB.
+        matter: the model.
+        effect: one of :data:`EFFECTS`.
+        finder: a face detector, or None to treat the whole frame as one face crop
+            (resized to the model's square input; non-square frames are stretched).
+        margin: see :class:`DemoSettings`.
+
+    Returns:
+        ``(alpha H x W float32 in [0, 1], result H x W x 3 uint8, number of faces)``;
+        with no face, alpha is 0 and the result equals the input.
+    """
+    height, width = rgb.shape[:2]
+    regions = [(0, 0, width, height)] if finder is None else \
+        [square_crop(b, height, width, margin) for b in finder(rgb)]
+    alpha_full = np.zeros((height, width), np.float32)
+    result = rgb.copy()
+    fn = EFFECT_FNS[effect]
+    for x0, y0, w, h in regions:
+        crop = rgb[y0:y0 + h, x0:x0 + w]
+        alpha = matte_region(matter, crop)
+        # Overlapping crops: each composites onto what the earlier ones left.
+        result[y0:y0 + h, x0:x0 + w] = composite(result[y0:y0 + h, x0:x0 + w], alpha, fn(crop))
+        np.maximum(alpha_full[y0:y0 + h, x0:x0 + w], alpha, out=alpha_full[y0:y0 + h, x0:x0 + w])
+    return alpha_full, result, len(regions)
+
+
+def side_by_side(rgb: np.ndarray, alpha: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """``input | alpha (grey) | result``: ``H x 3W x 3`` uint8 RGB."""
+    grey = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.hstack([rgb, cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB), result])
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _input_kind(path: str) -> str:
+    """``"image"`` or ``"video"``: by extension, else by what OpenCV can open."""
+    ext = Path(path).suffix.lower()
+    if ext in _VIDEO_IN_EXTS:
+        return "video"
+    if ext in IMAGE_EXTS + (".tif", ".tiff", ".webp"):
+        return "image"
+    if cv2.haveImageReader(path):
+        return "image"
+    return "video"
+
+
+def _read_image(path: str) -> np.ndarray:
+    data = np.fromfile(path, np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise DataError(f"--input {path}: cannot read it as an image (empty, corrupt or unsupported format)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def run_demo(s: DemoSettings) -> dict[str, Any]:
+    """Run the demo; write ``s.out`` and ``s.out + ".json"``; return that summary.
+
+    Raises:
+        DataError: unreadable input. ConfigError: output type does not fit the input.
+        CheckpointError, RuntimeUnavailable: see :func:`load_matter`.
+    """
+    kind = _input_kind(s.input)
+    want = IMAGE_EXTS if kind == "image" else VIDEO_EXTS
+    if Path(s.out).suffix.lower() not in want:
+        article = "an" if kind == "image" else "a"
+        raise ConfigError(f"--out {s.out}: {article} {kind} input writes {', '.join(want)}, not {Path(s.out).suffix!r}")
+    frame = _read_image(s.input) if kind == "image" else None
+    if kind == "video":
+        _probe_video(s.input)  # refuse an unreadable input before loading the model
+    matter = load_matter(s.artifact, s.checkpoint)
+    finder = None if s.whole_frame else FaceFinder()
+    if kind == "image":
+        alpha, result, faces = process_frame(frame, matter, s.effect, finder, s.margin)
+        if faces == 0:
+            print(f"facemat.demo: no face found in {s.input}; the result equals the input. If the image is "
+                  "already a face crop, pass --whole-frame", file=sys.stderr)
+        ok, buf = cv2.imencode(Path(s.out).suffix.lower(), cv2.cvtColor(side_by_side(frame, alpha, result),
+                                                                           cv2.COLOR_RGB2BGR))
+        assert ok, "cv2.imencode failed on a supported extension"
+        _write(s.out, lambda: write_bytes_atomic(s.out, buf.tobytes()))
+        frames = [faces]
+    else:
+        frames = _run_video(s, matter, finder)
+    summary = {"settings": asdict(s), "input_kind": kind, "model": matter.info, "model_input_size": matter.size,
+               "frames": len(frames), "faces_per_frame": frames,
+               "frames_without_face": sum(1 for f in frames if f == 0)}
+    _write(s.out + ".json", lambda: write_json_atomic(s.out + ".json", summary))
+    return summary
+
+
+def _write(path: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot write it ({exc.strerror or exc}); choose another --out") from None
+
+
+def _probe_video(path: str) -> None:
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            raise DataError(f"--input {path}: cannot open it as a video or read it as an image")
+        if not cap.read()[0]:
+            raise DataError(f"--input {path}: no frame could be read (empty or corrupt video)")
+    finally:
+        cap.release()
+
+
+def _frames(cap: cv2.VideoCapture, limit: int | None) -> Iterator[np.ndarray]:
+    """The capture's frames as ``H x W x 3`` uint8 RGB, at most ``limit`` of them."""
+    n = 0
+    while limit is None or n < limit:
+        ok, bgr = cap.read()
+        if not ok:
+            return
+        n += 1
+        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _run_video(s: DemoSettings, matter: Matter, finder: FaceFinder | None) -> list[int]:
+    """Filter every frame of ``s.input`` into ``s.out`` (mp4v); return the face count per frame."""
+    from tqdm import tqdm
+
+    cap = cv2.VideoCapture(s.input)
+    try:
+        if not cap.isOpened():
+            raise DataError(f"--input {s.input}: cannot open it as a video or read it as an image")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        if s.max_frames is not None and total is not None:
+            total = min(total, s.max_frames)
+        frames = _frames(cap, s.max_frames)
+        first = next(frames, None)
+        if first is None:
+            raise DataError(f"--input {s.input}: no frame could be read (empty or corrupt video)")
+        height, width = first.shape[:2]
+        faces: list[int] = []
+
+        def write() -> None:
+            with atomic_path(s.out, suffix=Path(s.out).suffix) as tmp:
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (3 * width, height))
+                if not writer.isOpened():
+                    raise ConfigError(f"--out {s.out}: OpenCV cannot write an mp4v video here")
+                try:
+                    for rgb in tqdm(itertools.chain([first], frames), total=total, desc="facemat.demo",
+                                    unit="frame", file=sys.stderr):
+                        alpha, result, n = process_frame(rgb, matter, s.effect, finder, s.margin)
+                        faces.append(n)
+                        writer.write(cv2.cvtColor(side_by_side(rgb, alpha, result), cv2.COLOR_RGB2BGR))
+                finally:
+                    writer.release()
+
+        _write(s.out, write)
+    finally:
+        cap.release()
+    missing = [i for i, n in enumerate(faces) if n == 0]
+    if missing:
+        print(f"facemat.demo: no face found in {len(missing)} of {len(faces)} frames (first: frame {missing[0]}); "
+              "those frames are left unfiltered. For a video of face crops, pass --whole-frame", file=sys.stderr)
+    return faces
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m facemat.demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Apply a face effect only to visible face skin, leaving hands, hair and other occluders\n"
+        "untouched: find faces, matte each face crop with a FaceMat model, composite\n"
+        "alpha * effect + (1 - alpha) * input, and write input | alpha | result side by side\n"
+        "(an image for an image input, an mp4v video for a video input), written atomically.",
+        epilog=f"""faces:
+  By default faces are found with OpenCV's frontal-face Haar cascade; each box is
+  grown by --margin on every side to a square crop (the matte needs the hairline,
+  chin and some background), resized to the model's input size (256 for the
+  bundled student), and the alpha is resized back and pasted in place. Frames
+  where no face is found are left unfiltered and reported on stderr. The cascade
+  often misses a face half covered by a hand. Images that are already face crops
+  (the procedural training faces, a cropped selfie) should use --whole-frame: the
+  whole frame is one crop (non-square frames are stretched to the square input).
+  The default margin of 0.5 makes the crop twice the detected box, which frames
+  the face the way the bundled student was trained.
+
+model:
+  --checkpoint {_display(BUNDLED_STUDENT)}  is the bundled student (trained on
+  the procedural faces only: expect misses on real photos). --artifact takes a
+  file exported by python -m targets.export; it must be listed, with a matching
+  sha256, in the manifest.json of its folder, and runs in its own runtime (Core ML
+  artifacts run only on macOS).
+
+example:
+  python -m facemat.demo --input face.png --checkpoint {_display(BUNDLED_STUDENT)} \\
+      --effect tint --whole-frame --out face-tint.png""",
+    )
+    parser.add_argument("--input", required=True, metavar="IMAGE|VIDEO", help="an image (.png, .jpg, ...) or a video")
+    parser.add_argument("--artifact", metavar="PATH", help="an exported artifact listed in its folder's manifest.json")
+    parser.add_argument("--checkpoint", metavar="CKPT",
+                        help=f"a student checkpoint, e.g. the bundled {_display(BUNDLED_STUDENT)}")
+    parser.add_argument("--effect", default="tint", metavar="|".join(EFFECTS),
+                        help="tint: blue colour tint; smooth: bilateral smoothing with a soft lift; cartoon: "
+                        "posterized colours with edge lines (default tint)")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help=f"side-by-side output: {', '.join(IMAGE_EXTS)} for an image, .mp4 for a video; "
+                        "the settings go to FILE.json")
+    parser.add_argument("--whole-frame", action="store_true",
+                        help="no face detection: each frame is one face crop (for already-cropped faces)")
+    parser.add_argument("--margin", type=float, default=0.5,
+                        help="context added on each side of a detected face box, as a fraction of its side "
+                        "(default 0.5)")
+    parser.add_argument("--max-frames", type=int, help="stop a video after this many frames")
+    add_debug_flag(parser)
+    a = parser.parse_args(argv)
+    s = DemoSettings(input=a.input, out=a.out, effect=a.effect, artifact=a.artifact, checkpoint=a.checkpoint,
+                     whole_frame=a.whole_frame, margin=a.margin, max_frames=a.max_frames)
+    summary = run_demo(s)
+    faces = summary["faces_per_frame"]
+    print(f"facemat.demo: {s.out} ({summary['frames']} frame(s), {sum(faces)} face crop(s), "
+          f"{summary['model'].get('id') or summary['model']['path']})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
