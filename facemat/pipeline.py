@@ -94,7 +94,7 @@ BUDGETS: dict[str, Budget] = {
                    quantize="ptq", calib=4, qat_steps=4, parity_images=2, calib_images=4, bench_runs=3,
                    bench_warmup=1, bench_limit=2, threads="1"),
     # The embedded default: a usable student on 2 CPU cores within 15 minutes for the whole chain.
-    "small": Budget(test_count=32, train_steps=1000, teacher_steps=500, batch=8, val_count=16, val_every=250,
+    "small": Budget(test_count=32, train_steps=800, teacher_steps=400, batch=8, val_count=16, val_every=250,
                     ckpt_every=50, workers=1, quantize="ptq", calib=32, qat_steps=100, parity_images=8,
                     calib_images=16, bench_runs=30, bench_warmup=5, bench_limit=16, threads="1"),
     # Real training (a GPU or many cores): what the README's GPU figures used, plus QAT.
