@@ -118,6 +118,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p}: no such checkpoint file")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: file is empty (0 bytes), not a checkpoint")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    # torch.save writes a zip archive (PK..); very old files are a raw pickle (0x80 + protocol).
+    if not head.startswith(b"PK\x03\x04") and not head.startswith(b"\x80"):
+        raise CheckpointError(f"{p}: not a checkpoint: not a PyTorch file (it starts with {head!r})")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -131,6 +136,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         # RuntimeError (bad zip), EOFError, KeyError (legacy format on text), ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(". ")[0]  # torch's first sentence says what failed; the rest is advice
         raise CheckpointError(f"{p}: not a readable checkpoint (truncated or corrupt?): {first[:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__

@@ -63,9 +63,11 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{p}: not valid JSON ({exc}); fix or remove it (artifacts are not touched)") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("artifacts"), dict):
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{p}: not a FaceMat manifest (expected format {FORMAT!r}, found {found!r})")
+    if not isinstance(data.get("artifacts"), dict):
+        raise CheckpointError(f"{p}: a FaceMat manifest without its 'artifacts' table; re-run python -m targets.export")
     return data
 
 

@@ -158,7 +158,7 @@ CASES = [
      ["truncated.pt", "truncated or corrupt"]),
     ("ckpt-not-a-checkpoint", "targets.export",
      ["--checkpoint", "{not_ckpt}", "--target", "onnx", "--precision", "fp32", "--out", "{out}"],
-     ["notes.pt", "not a readable checkpoint"]),
+     ["notes.pt", "not a PyTorch file"]),
     ("ckpt-pickle-payload-refused", "training.evaluate", ["--checkpoint", "{payload}", "--data", "{good}"],
      ["payload.pt", "refused to load"]),
     # --- export
@@ -186,7 +186,7 @@ CASES = [
     ("bench-manifest-malformed", "bench.run", ["--manifest", "{bad_manifest}", "--device", "x", "--out", "{out}"],
      ["bad-manifest.json"]),
     ("bench-manifest-without-artifacts", "bench.run",
-     ["--manifest", "{no_artifacts}", "--device", "x", "--out", "{out}"], ["no-artifacts.json"]),
+     ["--manifest", "{no_artifacts}", "--device", "x", "--out", "{out}"], ["no-artifacts.json", "without its 'artifacts' table"]),
     ("bench-artifact-missing", "bench.run",
      ["--manifest", "{art_missing}/manifest.json", "--device", "x", "--out", "{out}", "--threads", "1"],
      ["onnx-fp32.onnx"]),

@@ -79,7 +79,7 @@ def test_zero_byte_file(tmp_path: Path):
 def test_not_a_checkpoint(tmp_path: Path):
     p = tmp_path / "notes.pt"
     p.write_text("hello, I am a text file\n")
-    with pytest.raises(CheckpointError, match=r"notes\.pt: not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"notes\.pt: not a checkpoint: not a PyTorch file \(it starts with b.hello, I.\)"):
         load_checkpoint(p)
 
 
