@@ -1,10 +1,10 @@
 """Shared command-line plumbing: error reporting and the ``--debug`` flag.
 
-User mistakes (``FaceMatError``) and failed file operations (an ``OSError``
-naming its file: read-only folder, disk full) print one line,
-``error: <message>``, on stderr and exit with code 2, without a traceback
-unless ``--debug`` is given. Ctrl-C
-exits with 130. Every other exception is a bug and keeps its traceback.
+User mistakes (``FaceMatError``, argparse usage errors) and failed file
+operations (an ``OSError`` naming its file: read-only folder, disk full) print
+one line, ``error: <message>``, on stderr and exit with code 2, without a
+traceback unless ``--debug`` is given. Ctrl-C exits with 130. Every other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

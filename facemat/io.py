@@ -8,6 +8,7 @@ POSIX within one file system).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -15,13 +16,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _read_umask() -> int:
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask (read once, on first write; reading it means setting it back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -37,7 +37,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result is an ordinary file
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result is an ordinary file
     tmp_path = Path(tmp)
     try:
         yield tmp_path
