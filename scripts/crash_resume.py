@@ -9,7 +9,8 @@ What it does:
    folders at once must not interfere).
 2. Kills the victim ``--kills`` times. Kill ``i`` aims at stage ``i`` of the
    chain, cycling: it waits until that stage is running, then a random time
-   (seeded; the seed is printed) before SIGKILL. Only the pipeline process is
+   (seeded, up to about the stage's usual length; the seed is printed)
+   before SIGKILL. Only the pipeline process is
    killed: its children must die with it (``PR_SET_PDEATHSIG``), and the
    script checks that none survives.
 3. After every kill it checks every file that exists: each checkpoint loads
@@ -38,8 +39,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Longest random wait after a stage starts, per budget (seconds): about a stage's length.
-MAX_WAIT = {"tiny": 6.0, "small": 90.0, "full": 300.0}
+# Longest random wait after a stage starts (seconds), a little under that stage's
+# usual length here, so the kill lands inside the stage it aims at.
+MAX_WAIT = {
+    "tiny": {"data": 1, "teacher": 6, "student": 3, "evaluate": 3, "quantize": 8, "export": 8, "bench": 6},
+    "small": {"data": 2, "teacher": 120, "student": 200, "evaluate": 6, "quantize": 15, "export": 15, "bench": 15},
+    "full": {"data": 10, "teacher": 600, "student": 600, "evaluate": 30, "quantize": 60, "export": 60, "bench": 60},
+}
+
+
+# The two pipelines run side by side: one compute thread each, or torch's
+# spinning OpenMP threads oversubscribe the cores (measured: 3-7 s per teacher
+# step instead of 0.3 on this 2-core machine). Both runs use the same setting,
+# so their results stay comparable.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def pipeline_cmd(out: Path, a: argparse.Namespace) -> list[str]:
@@ -173,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True)
     ref_dir, victim = out / "reference", out / "victim"
     ref_log = open(out / "reference.log", "wb")
-    ref = subprocess.Popen(pipeline_cmd(ref_dir, a), cwd=ROOT, stdout=ref_log, stderr=subprocess.STDOUT)
+    ref = subprocess.Popen(pipeline_cmd(ref_dir, a), cwd=ROOT, stdout=ref_log, stderr=subprocess.STDOUT, env=ENV)
 
     from facemat.pipeline import PipelineSettings, build_stages
 
@@ -186,13 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         stage = stages[i % len(stages)]
         log = open(out / f"victim-{i}.log", "wb")
         proc = subprocess.Popen(pipeline_cmd(victim, a), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env=ENV)
         # Wait for the aimed-at stage (or any later one) to be running, then a random moment.
         while proc.poll() is None and not running_stage(victim, stage):
             if (victim / stage / "stage.json").exists():
                 break  # already done in an earlier life: kill wherever the run is now
             time.sleep(0.05)
-        wait = rng.uniform(0.0, MAX_WAIT[a.budget])
+        wait = rng.uniform(0.0, MAX_WAIT[a.budget][stage.split("-")[0]])
         deadline = time.monotonic() + wait
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -221,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(now) or 'between stages'}); files valid: {'yes' if not problems else 'NO'}", flush=True)
 
     log = open(out / "victim-final.log", "wb")
-    final = subprocess.run(pipeline_cmd(victim, a), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    final = subprocess.run(pipeline_cmd(victim, a), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ENV)
     if final.returncode != 0:
         failures.append(f"the final resume exited {final.returncode} (see victim-final.log)")
     ref.wait()

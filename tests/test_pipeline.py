@@ -8,7 +8,6 @@ fp32 + int8, each run in onnxruntime and compared with FP32) and bench.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from facemat.errors import ConfigError
-from facemat.pipeline import (BUDGETS, PipelineSettings, RunLock, build_stages, folder_digests)
+from facemat.pipeline import BUDGETS, PipelineSettings, RunLock, build_stages, digest_of, folder_digests
 
 pytestmark = pytest.mark.slow
 
@@ -95,8 +94,6 @@ def test_interrupted_training_stage_resumes_from_last_checkpoint(tmp_path: Path)
     proc = subprocess.run([sys.executable, *stages["student"].commands[0]], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    from facemat.pipeline import digest_of
-
     done = {n: json.loads((out / n / "stage.json").read_text()) for n in ("data", "teacher")}
     key = digest_of({"stage": "student", "settings": stages["student"].settings,
                      "extra": stages["student"].extra_key, "deps": {"teacher": done["teacher"]["digest"]}})
@@ -140,4 +137,3 @@ def test_targets_pick_their_quantize_recipes(tmp_path: Path):
     cmd = [st for st in build_stages(qat, tmp_path) if st.name == "quantize-coreml"][0].commands[0]
     assert cmd[:2] == ["-m", "quantize.qat"] and "--weighting" in cmd
     assert BUDGETS["full"].quantize == "qat" and BUDGETS["small"].quantize == "ptq"
-    assert os.cpu_count()  # the bench device name derives from it
