@@ -7,8 +7,10 @@ What it does:
 1. Starts an uninterrupted *reference* pipeline in ``OUT/reference`` and, at
    the same time, the *victim* in ``OUT/victim`` (two pipelines in different
    folders at once must not interfere).
-2. Kills the victim ``--kills`` times. Kill ``i`` aims at stage ``i`` of the
-   chain, cycling: it waits until that stage is running, then a random time
+2. Kills the victim ``--kills`` times, spread over the chain in order (kill
+   ``i`` of ``K`` aims at stage ``i * S // K`` of ``S``, so long chains get one
+   kill per stage and ten kills hit most stages twice): it waits until that
+   stage is running, then a random time
    (seeded, up to about the stage's usual length; the seed is printed)
    before SIGKILL. Only the pipeline process is
    killed: its children must die with it (``PR_SET_PDEATHSIG``), and the
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     kills = 0
     t_start = time.monotonic()
     for i in range(a.kills):
-        stage = stages[i % len(stages)]
+        stage = stages[i * len(stages) // a.kills]  # spread over the chain, in order (a finished stage never reruns)
         log = open(out / f"victim-{i}.log", "wb")
         proc = subprocess.Popen(pipeline_cmd(victim, a), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=ENV)
