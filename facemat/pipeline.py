@@ -247,6 +247,7 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
                     "--val-every", b.val_every, "--ckpt-every", b.ckpt_every, "--workers", b.workers,
                     "--device", s.device, "--resume"]
     stages: list[Stage] = []
+    train_fingerprint = None if s.data == "synth" else folder_fingerprint(Path(s.data))
 
     data_cmds = []
     if s.test_data == "synth":
@@ -255,7 +256,7 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
     stages.append(Stage("data", f"test faces ({b.test_count} generated)" if s.test_data == "synth"
                         else f"test data {s.test_data}", data_cmds,
                         {"test_data": s.test_data, "test_count": b.test_count},
-                        extra_key={"data_fingerprint": None if s.data == "synth" else folder_fingerprint(Path(s.data)),
+                        extra_key={"data_fingerprint": train_fingerprint,
                                    "test_fingerprint": None if s.test_data == "synth"
                                    else folder_fingerprint(Path(s.test_data))}))
 
@@ -263,7 +264,8 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
     stages.append(Stage("teacher", f"train the teacher, {teacher_steps} steps",
                         [_py("training.teacher", "--out", d["teacher"], "--steps", teacher_steps, *train_common)],
                         {"steps": teacher_steps, "data": s.data, "batch": b.batch, "seed": s.seed,
-                         "nproc": s.nproc}, deps=("data",), torchrun=True))
+                         "nproc": s.nproc}, torchrun=True,  # not on "data": other test faces keep the models
+                        extra_key={"data_fingerprint": train_fingerprint}))
     stages.append(Stage("student", f"distil the student, {b.train_steps} steps",
                         [_py("training.distill", "--teacher", teacher_ckpt, "--out", d["student"],
                              "--steps", b.train_steps, *train_common)],
@@ -315,9 +317,8 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
                         deps=("data", "teacher", "export"),
                         extra_key={"peers": None if not s.peers else folder_fingerprint(Path(s.peers))}))
 
-    if s.until is not None:
-        last = max(i for i, st in enumerate(stages) if st.name.split("-")[0] == s.until)
-        stages = stages[: last + 1]
+    if s.until is not None:  # keep every stage up to and including --until (quantize may have none)
+        stages = [st for st in stages if STAGE_ORDER.index(st.name.split("-")[0]) <= STAGE_ORDER.index(s.until)]
     return stages
 
 

@@ -137,3 +137,16 @@ def test_targets_pick_their_quantize_recipes(tmp_path: Path):
     cmd = [st for st in build_stages(qat, tmp_path) if st.name == "quantize-coreml"][0].commands[0]
     assert cmd[:2] == ["-m", "quantize.qat"] and "--weighting" in cmd
     assert BUDGETS["full"].quantize == "qat" and BUDGETS["small"].quantize == "ptq"
+
+
+def test_other_test_faces_do_not_retrain(tmp_path: Path):
+    """The models depend on the training data, not on the held-out faces: only data, evaluate and bench change."""
+    test_dir = tmp_path / "faces"
+    test_dir.mkdir()
+    a = {st.name: st for st in build_stages(PipelineSettings(out=str(tmp_path)), tmp_path)}
+    b = {st.name: st for st in build_stages(PipelineSettings(out=str(tmp_path), test_data=str(test_dir)), tmp_path)}
+    for name in ("teacher", "student", "quantize-xnnpack", "export"):
+        assert (a[name].settings, a[name].deps, a[name].extra_key) == (b[name].settings, b[name].deps,
+                                                                       b[name].extra_key), name
+        assert "data" not in a[name].deps
+    assert a["data"].settings != b["data"].settings and "data" in a["evaluate"].deps and "data" in a["bench"].deps
