@@ -15,7 +15,6 @@ payload is refused, never executed. Weights load with ``strict=True``.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import pickle
 import subprocess
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from facemat.errors import CheckpointError, ConfigError
-from facemat.io import atomic_path
+from facemat.io import atomic_path, file_sha256  # noqa: F401 - file_sha256 re-exported for its callers
 
 FORMAT = "facemat-checkpoint/1"
 
@@ -58,15 +57,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{__version__}+{commit}" if commit else __version__
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_checkpoint(

@@ -49,7 +49,7 @@ from typing import Any, Sequence
 
 from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, DataError, FaceMatError
-from facemat.io import ensure_writable_dir, write_json_atomic
+from facemat.io import ensure_writable_dir, file_sha256, write_json_atomic
 
 TARGETS = ("coreml", "executorch", "tflite", "onnx")
 # The quantize recipes each target's int8 artifacts are built from (ONNX int8 is
@@ -185,21 +185,13 @@ STAGE_ORDER = ("data", "teacher", "student", "evaluate", "quantize", "export", "
 # ----------------------------------------------------------------- digests
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def folder_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (relative POSIX path -> hex), the pipeline's own files excepted."""
     out: dict[str, str] = {}
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder).as_posix()
         if p.is_file() and rel not in OWN_FILES and not any(part.startswith(".") for part in p.relative_to(folder).parts):
-            out[rel] = file_digest(p)
+            out[rel] = file_sha256(p)
     return out
 
 
@@ -330,7 +322,7 @@ def _die_with_parent() -> None:
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
+    except OSError:  # no glibc (not Linux): children then outlive a killed pipeline; nothing else to do
         pass
 
 
