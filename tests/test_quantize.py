@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,7 @@ def test_qat_xnnpack_lowers_loss_and_saves_converted_model(tmp_path: Path, ckpts
                                                               "recipe.json"]
     q = load_quantized(path.parent)
     assert q.recipe["recipe"] == "xnnpack" and q.recipe["method"] == "qat" and q.recipe["weighting"] == "uncertainty"
+    assert q.recipe["kd_from"] == "teacher"  # the default distillation target
     assert len(q.recipe["source_checkpoint_sha256"]) == 64
     # QAT lowered the distillation + matting loss measured with frozen observers.
     assert q.recipe["val_loss_after"] < q.recipe["val_loss_before"]
@@ -93,11 +95,31 @@ def test_ptq_each_recipe_tracks_fp32(tmp_path: Path, ckpts, folder: Path, recipe
     assert 0 < err.mean().item() < 0.05
 
 
-def test_qat_litert_and_uniform_weighting_need_no_teacher(tmp_path: Path, ckpts, folder: Path):
-    s = QATSettings(student=str(ckpts["student"]), recipe="litert", weighting="uniform", out=str(tmp_path / "l"),
+def test_qat_litert_uniform_weighting_from_student_needs_no_teacher(tmp_path: Path, ckpts, folder: Path):
+    s = QATSettings(student=str(ckpts["student"]), recipe="litert", weighting="uniform", kd_from="student",
+                    out=str(tmp_path / "l"),
                     data=str(folder), steps=2, batch=2, size=64, calib=1, val_batches=1, workers=0)
     q = load_quantized(run_qat(s))
     assert q.recipe["weighting"] == "uniform" and q.recipe["teacher_sha256"] is None
+    assert q.recipe["kd_from"] == "student"
+
+
+@pytest.mark.parametrize("kd_from", ["teacher", "student"])
+def test_qat_distils_from_the_chosen_target(ckpts, kd_from: str):
+    # The KD term vanishes exactly when the model being trained outputs the chosen target.
+    from facemat.checkpoint import load_checkpoint
+    from quantize.qat import _loss
+
+    student, _ = load_checkpoint(ckpts["student"])
+    teacher, _ = load_checkpoint(ckpts["teacher"])
+    s = QATSettings(student=str(ckpts["student"]), teacher=str(ckpts["teacher"]), recipe="xnnpack", out="x",
+                    kd_from=kd_from, gamma=0.0)
+    batch = {"image": torch.rand(2, 3, 64, 64), "alpha": torch.rand(2, 1, 64, 64)}
+    with torch.no_grad():
+        as_teacher = _loss(s, lambda x: teacher(x)[0], student, teacher, batch)[1]["kd"]
+        as_student = _loss(s, student, student, teacher, batch)[1]["kd"]
+    assert (as_teacher == 0.0) == (kd_from == "teacher") and (as_student == 0.0) == (kd_from == "student")
+    assert max(as_teacher, as_student) > 1e-3
 
 
 @pytest.mark.parametrize(
@@ -106,6 +128,8 @@ def test_qat_litert_and_uniform_weighting_need_no_teacher(tmp_path: Path, ckpts,
         ({"recipe": "tensorrt"}, "--recipe must be one of xnnpack, coreml, litert"),
         ({"weighting": "half"}, "--weighting must be one of uncertainty, uniform"),
         ({"teacher": None}, "--teacher: None is not a file"),
+        ({"kd_from": "oracle"}, "--kd-from must be one of student, teacher"),
+        ({"teacher": None, "weighting": "uniform", "kd_from": "teacher"}, r"needed for --kd-from teacher"),
         ({"steps": 0}, "--steps must be >= 1"),
         ({"size": 100}, "--size must be a positive multiple of 32"),
         ({"freeze_at": -0.1}, r"--freeze-at must be in \[0, 1\]"),
@@ -130,21 +154,52 @@ def test_recipe_mismatch_and_bad_folders(tmp_path: Path):
 
 @pytest.mark.slow
 def test_compare_report(tmp_path: Path, ckpts, folder: Path):
-    from quantize.compare import CompareSettings, format_report, run_compare
+    from quantize.compare import ARMS, CompareSettings, format_report, run_compare
 
     s = CompareSettings(student=str(ckpts["student"]), teacher=str(ckpts["teacher"]), recipe="xnnpack",
                         out=str(tmp_path / "cmp"), data=str(folder), eval_data=str(folder), eval_count=3,
-                        qat_steps=2, calib=4, size=64, workers=0)
+                        qat_steps=2, calib=4, size=64, seeds=(1, 2), workers=0)
     report = run_compare(s)
-    assert set(report["rows"]) == {"fp32", "ptq", "qat-uniform", "qat-uncertainty"}
+    assert set(report["rows"]) == {"fp32", *ARMS}
     for name, row in report["rows"].items():
         assert set(row["gt"]) == {"overall", "boundary", "uncertainty"}
         assert ("ref" in row) == (name != "fp32")
+    # Each quantized row is the mean over the two seeds' converted models, with their spread.
+    for arm in ARMS:
+        per_seed = [report["runs"][arm][seed]["gt"]["uncertainty"]["sad"] for seed in ("1", "2")]
+        assert report["rows"][arm]["gt"]["uncertainty"]["sad"] == pytest.approx(sum(per_seed) / 2)
+        assert report["sd"][arm]["gt"]["uncertainty"]["sad"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)
+    assert (tmp_path / "cmp" / "seed-2" / "qat-uncertainty" / "model.pt2").is_file()
+    # The acceptance checks are computed from the measured means, whichever way they come out.
+    checks = {c["check"]: c for c in report["checks"]}
+    ptq_overall = 100 * (report["rows"]["ptq"]["gt"]["overall"]["sad"] / report["rows"]["fp32"]["gt"]["overall"]["sad"] - 1)
+    assert checks["ptq: SAD overall within 2 % of FP32"]["ok"] == (ptq_overall <= 2.0)
+    rows = report["rows"]
+    assert checks["qat-uncertainty no worse than qat-uniform (uncertainty-band SAD)"]["ok"] == (
+        rows["qat-uncertainty"]["gt"]["uncertainty"]["sad"] <= rows["qat-uniform"]["gt"]["uncertainty"]["sad"])
+    assert len(report["checks"]) == 11
     assert json.loads((tmp_path / "cmp" / "report.json").read_text())["recipe"] == "xnnpack"
-    assert "qat-uncertainty" in format_report(report)
-    # A second run reuses the finished quantizations.
-    again = run_compare(s)
-    assert again["rows"] == report["rows"]
+    text = format_report(report)
+    assert "qat-uncertainty" in text and "acceptance checks:" in text and "mean over 2 seed(s)" in text
+    # A second run reuses the finished quantizations; changed QAT settings rerun QAT only.
+    pt2 = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").rglob("model.pt2")}
+    assert run_compare(s)["rows"] == report["rows"]
+    assert {p: p.stat().st_mtime_ns for p in pt2} == pt2
+    run_compare(replace(s, qat_steps=3))
+    changed = {p.parent.name for p, t in pt2.items() if p.stat().st_mtime_ns != t}
+    assert changed == {"qat-uniform", "qat-uncertainty"}
+
+
+def test_compare_settings_errors(ckpts):
+    from quantize.compare import CompareSettings, parse_seeds
+
+    assert parse_seeds("1, 2,3") == (1, 2, 3)
+    with pytest.raises(ConfigError, match="--seeds must be comma-separated integers"):
+        parse_seeds("1,two")
+    base = dict(student=str(ckpts["student"]), teacher=str(ckpts["teacher"]), recipe="xnnpack", out="x")
+    for seeds in ((), (1, 1), (-1,)):
+        with pytest.raises(ConfigError, match="--seeds must be distinct integers >= 0"):
+            CompareSettings(**base, seeds=seeds)
 
 
 def test_calibration_sees_whole_images_not_training_crops():
