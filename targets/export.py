@@ -244,6 +244,7 @@ def _source_record(src: Source) -> dict[str, Any]:
     if src.recipe_info is not None:
         info = src.recipe_info
         rec.update(recipe=src.recipe, method=info.get("method"), weighting=info.get("weighting"),
+                   kd_from=info.get("kd_from"),
                    float_checkpoint=info.get("source_checkpoint"),
                    float_checkpoint_sha256=info.get("source_checkpoint_sha256"))
     return rec
@@ -252,7 +253,7 @@ def _source_record(src: Source) -> dict[str, Any]:
 def export_one(plan: Plan, src: Source, s: ExportSettings, refs: _References, out: Path) -> dict[str, Any]:
     """Build, verify, run and compare one artifact; returns its manifest entry (artifact moved into place)."""
     from targets.manifest import artifact_bytes, artifact_sha256, now
-    from targets.parity import THRESHOLDS, check, measure
+    from targets.parity import check, measure, parity_limits
 
     mod = target_module(plan.target)
     staging = out / ".staging"
@@ -278,8 +279,8 @@ def export_one(plan: Plan, src: Source, s: ExportSettings, refs: _References, ou
     if built.runs_here:
         runner = mod.load_runner(built.path, built.io)
         parity = measure(runner, refs.fp32(src), data, refs.program(src))
-        key = plan.precision if plan.precision in THRESHOLDS else "int8"
-        parity["thresholds"] = check(key, parity["vs_fp32"], parity.get("vs_program"), plan.id)
+        limits = parity_limits(plan.precision, src.recipe_info)
+        parity["thresholds"] = check(plan.precision, parity["vs_fp32"], parity.get("vs_program"), plan.id, limits)
         parity["passed"] = True
     final = out / plan.filename
     _place(built.path, final)

@@ -42,6 +42,25 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "w8a8": {"mse": 2e-3, "vs_program_mse": 5e-4},
 }
 
+# QAT distilled from the teacher (quantize.qat's default) moves the int8 program
+# off the FP32 student on purpose, towards the teacher: on the parity faces the
+# shipped student's QAT programs measured MSE 2.1e-3 to 2.7e-3 against FP32 while
+# their SAD against ground truth on 64 held-out faces fell 4-7 % below FP32's
+# (README, "Quantization"). Closeness to FP32 then says nothing about quality, so
+# the FP32 bound only catches a collapsed run (MSE 1e-2 is 20 dB PSNR; a constant
+# 0.5 output measures about 0.25), and the conversion is still held to the
+# program it came from. Quality is quantize.compare's and the bench's job.
+QAT_FROM_TEACHER_THRESHOLDS: dict[str, float] = {"mse": 1e-2, "vs_program_mse": 5e-4}
+
+
+def parity_limits(precision: str, recipe_info: dict[str, Any] | None) -> dict[str, float]:
+    """The limits for an artifact of ``precision`` lowered from the quantized program described by ``recipe_info``."""
+    key = precision if precision in THRESHOLDS else "int8"
+    info = recipe_info or {}
+    if key in ("int8", "w8a8") and info.get("method") == "qat" and info.get("kd_from") == "teacher":
+        return dict(QAT_FROM_TEACHER_THRESHOLDS)
+    return dict(THRESHOLDS[key])
+
 
 @dataclass(frozen=True)
 class ParityImages:
@@ -110,9 +129,13 @@ def compare(out: np.ndarray, ref: np.ndarray, gt: np.ndarray | None = None) -> d
     }
 
 
-def check(precision: str, vs_fp32: dict[str, Any], vs_program: dict[str, Any] | None, what: str) -> dict[str, float]:
-    """Apply :data:`THRESHOLDS`; raise :class:`ExportError` naming the worst image and band."""
-    limits = THRESHOLDS[precision]
+def check(precision: str, vs_fp32: dict[str, Any], vs_program: dict[str, Any] | None, what: str,
+          limits: dict[str, float] | None = None) -> dict[str, float]:
+    """Apply ``limits`` (default :data:`THRESHOLDS` of ``precision``; see :func:`parity_limits`).
+
+    Raises :class:`ExportError` naming the worst image and band.
+    """
+    limits = THRESHOLDS[precision] if limits is None else limits
     failures = []
     for key, limit in limits.items():
         if key.startswith("vs_program_"):

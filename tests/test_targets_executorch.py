@@ -9,6 +9,7 @@ delegation, the Core ML model inside the payload and the RuntimeUnavailable.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +302,22 @@ def test_coreml_int8_builds_fully_delegated_but_cannot_run_here(tmp_path: Path, 
     # The xnnpack delegate refuses the coreml recipe's program.
     with pytest.raises(ConfigError, match="quantized with recipe 'coreml', but this target needs recipe 'xnnpack'"):
         et.build(_job(tmp_path / "x8.pte", "int8"), source)
+
+
+def test_qat_from_teacher_exports_under_its_own_parity_limits(tmp_path: Path, student: Path, discs: Path):
+    # quantize.qat distils from the teacher by default, so its program is meant to leave FP32; export
+    # records where the program came from and judges it by the limits made for it (targets.parity).
+    from quantize.qat import QATSettings, run_qat
+    from targets.export import ExportSettings, run_export
+    from targets.parity import QAT_FROM_TEACHER_THRESHOLDS
+
+    torch.manual_seed(0)
+    teacher = save_checkpoint(tmp_path / "teacher.pt", warm_bn(build_model("teacher", size=SIZE)))
+    run_qat(QATSettings(student=str(student), teacher=str(teacher), recipe="xnnpack", out=str(tmp_path / "qat"),
+                        data=str(discs), steps=2, batch=2, size=SIZE, calib=1, val_batches=1, workers=0))
+    run_export(ExportSettings(out=str(tmp_path / "art"), target="executorch", precision="int8",
+                              quantized=(str(tmp_path / "qat"),), parity_images=4))
+    (entry,) = json.loads((tmp_path / "art" / "manifest.json").read_text())["artifacts"].values()
+    assert entry["source"]["method"] == "qat" and entry["source"]["kd_from"] == "teacher"
+    assert entry["parity"]["passed"] and entry["parity"]["thresholds"] == QAT_FROM_TEACHER_THRESHOLDS
+    assert entry["parity"]["vs_program"]["mse"] <= QAT_FROM_TEACHER_THRESHOLDS["vs_program_mse"]

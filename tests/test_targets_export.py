@@ -99,6 +99,28 @@ def test_parity_check_names_image_and_band():
     assert check("fp16", {**fig, "max_abs": 0.015, "mse": 2e-6}, None, "x") == {"max_abs": 2e-2, "mse": 1e-5}
 
 
+def test_int8_parity_limits_follow_the_quantization_method():
+    from targets.parity import QAT_FROM_TEACHER_THRESHOLDS, THRESHOLDS, parity_limits
+
+    ptq = {"method": "ptq", "kd_from": None}
+    qat_student = {"method": "qat", "kd_from": "student"}
+    qat_teacher = {"method": "qat", "kd_from": "teacher"}
+    assert parity_limits("int8", ptq) == parity_limits("int8", qat_student) == THRESHOLDS["int8"]
+    assert parity_limits("w8a8", qat_teacher) == parity_limits("int8", qat_teacher) == QAT_FROM_TEACHER_THRESHOLDS
+    assert parity_limits("fp32", None) == THRESHOLDS["fp32"]
+    # A teacher-distilled QAT program sits ~2.5e-3 (MSE) from FP32 by design: that fails the PTQ bound only;
+    # a collapsed run fails both, and a broken conversion fails the program bound whatever the method.
+    fig = {"max_abs": 0.9, "mse": 2.5e-3, "worst": {"image": 0, "y": 1, "x": 2, "band": "transition"}}
+    faithful = {**fig, "mse": 1e-6}
+    with pytest.raises(ExportError, match="mse 0.0025 > 0.002 against the eager FP32 model"):
+        check("int8", fig, faithful, "x", parity_limits("int8", ptq))
+    assert check("int8", fig, faithful, "x", parity_limits("int8", qat_teacher)) == QAT_FROM_TEACHER_THRESHOLDS
+    with pytest.raises(ExportError, match="mse 0.05 > 0.01 against the eager FP32 model"):
+        check("int8", {**fig, "mse": 0.05}, faithful, "x", parity_limits("int8", qat_teacher))
+    with pytest.raises(ExportError, match="mse 0.001 > 0.0005 against the int8 torch program"):
+        check("int8", fig, {**fig, "mse": 1e-3}, "x", parity_limits("int8", qat_teacher))
+
+
 def test_export_onnx_and_tflite_fp32_writes_manifest_and_reruns_as_noop(tmp_path: Path, student_ckpt: Path,
                                                                         capsys):
     out = tmp_path / "artifacts"
