@@ -92,19 +92,21 @@ def _run_settings(s: CompareSettings, arm: str, seed: int, folder: Path):
         return PTQSettings(student=s.student, recipe=s.recipe, out=str(folder), data=s.data, calib=s.calib,
                            size=s.size, seed=seed, workers=s.workers)
     return QATSettings(student=s.student, teacher=s.teacher, recipe=s.recipe, out=str(folder), data=s.data,
-                       weighting=arm.split("-")[1], kd_from=s.kd_from, steps=s.qat_steps, size=s.size, seed=seed, workers=s.workers)
+                       weighting=arm.split("-")[1], kd_from=s.kd_from, steps=s.qat_steps, size=s.size, seed=seed,
+                       workers=s.workers)
 
 
-def _finished(folder: Path, student_sha: str, settings) -> bool:
-    """A run in ``folder`` that quantized this student with these settings (so it can be reused)."""
+def _finished(folder: Path, student_sha: str, teacher_sha: str, settings) -> bool:
+    """A run in ``folder`` that quantized this student with these settings (and, for QAT, this teacher)."""
     try:
         recipe = json.loads((folder / "recipe.json").read_text())
         config = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
     wanted = {k: v for k, v in asdict(settings).items() if k not in ("out", "workers")}
+    same_teacher = recipe.get("teacher_sha256") in (None, teacher_sha)  # None: the run used no teacher
     return ((folder / "model.pt2").is_file() and recipe.get("source_checkpoint_sha256") == student_sha
-            and all(config.get(k) == v for k, v in wanted.items()))
+            and same_teacher and all(config.get(k) == v for k, v in wanted.items()))
 
 
 def _eval_set(s: CompareSettings, size: int):
@@ -171,12 +173,13 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     student_sha = file_sha256(s.student)
+    teacher_sha = file_sha256(s.teacher)
     walls: dict[str, float | None] = {}
     total = len(s.seeds) * len(ARMS)
     for i, (seed, arm) in enumerate(((seed, arm) for seed in s.seeds for arm in ARMS), start=1):
         folder = out / f"seed-{seed}" / arm
         settings = _run_settings(s, arm, seed, folder)
-        if _finished(folder, student_sha, settings):
+        if _finished(folder, student_sha, teacher_sha, settings):
             print(f"quantize.compare: [{i}/{total}] {arm} seed {seed}: already done in {folder}, reusing",
                   file=sys.stderr)
         else:
