@@ -274,10 +274,12 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
         quant_dirs[recipe] = qdir
         if s.method == "qat":
             cmd = _py("quantize.qat", "--student", student_ckpt, "--teacher", teacher_ckpt, "--data", s.data,
-                      "--recipe", recipe, "--out", qdir, "--weighting", s.weighting, "--steps", b.qat_steps,
-                      "--calib", max(1, b.calib // 8), "--seed", s.seed, "--workers", b.workers)
-            title = f"QAT {recipe} ({s.weighting}, {b.qat_steps} steps)"
-            settings = {"method": "qat", "weighting": s.weighting, "steps": b.qat_steps, "recipe": recipe}
+                      "--recipe", recipe, "--out", qdir, "--weighting", s.weighting, "--kd-from", "teacher",
+                      "--steps", b.qat_steps, "--calib", max(1, b.calib // 8), "--seed", s.seed, "--workers", b.workers)
+            title = f"QAT {recipe} ({s.weighting} weights, distilled from the teacher, {b.qat_steps} steps)"
+            # kd_from is in the key: runs from before QAT distilled from the teacher must not be reused.
+            settings = {"method": "qat", "weighting": s.weighting, "kd_from": "teacher", "steps": b.qat_steps,
+                        "recipe": recipe}
         else:
             cmd = _py("quantize.ptq", "--student", student_ckpt, "--data", s.data, "--recipe", recipe,
                       "--out", qdir, "--calib", b.calib, "--workers", b.workers)

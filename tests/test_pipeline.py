@@ -136,6 +136,7 @@ def test_targets_pick_their_quantize_recipes(tmp_path: Path):
     qat = PipelineSettings(out=str(tmp_path), targets=("coreml",), budget="full")
     cmd = [st for st in build_stages(qat, tmp_path) if st.name == "quantize-coreml"][0].commands[0]
     assert cmd[:2] == ["-m", "quantize.qat"] and "--weighting" in cmd
+    assert cmd[cmd.index("--kd-from") + 1] == "teacher"
     assert BUDGETS["full"].quantize == "qat" and BUDGETS["small"].quantize == "ptq"
 
 
