@@ -95,3 +95,63 @@ def format_band_table(rows: dict[str, dict[str, dict[str, float]]], keys: tuple[
         for band, values in bands.items():
             lines.append(f"{name:<22}{band:<13}" + "".join(f"{values.get(k, float('nan')):>10.4f}" for k in keys))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------- occlusion split
+
+OCCLUDED_MIN = 0.01
+"""An image counts as occluded when occluders hide at least this fraction of its face skin."""
+
+
+def read_occlusion(root: str, ids: list[str]) -> dict[str, bool] | None:
+    """Which images of a dataset folder are occluded, from its ``meta.jsonl``.
+
+    The generators (``python -m facemat.data.synth``, any ``--source``) record
+    each sample's ``occluded_fraction``. Returns ``{id: occluded}`` for every id,
+    or None when the folder has no ``meta.jsonl`` or it does not cover every id
+    (a user's folder: no split is reported then).
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(root) / "meta.jsonl"
+    if not path.is_file():
+        return None
+    found: dict[str, bool] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+            found[str(row["id"])] = float(row["occluded_fraction"]) >= OCCLUDED_MIN
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn or foreign line: that id stays unknown
+    if not all(i in found for i in ids):
+        return None
+    return {i: found[i] for i in ids}
+
+
+class SplitScores:
+    """Overall matting scores of one model, over all images and split into occluded / unoccluded.
+
+    ``add(pred, gt, occluded)``; ``summary()`` -> ``{"all": {...}, "occluded": {...},
+    "unoccluded": {...}}`` (metric means; a group without images is left out).
+    """
+
+    def __init__(self) -> None:
+        self.groups = {"all": BandScores(), "occluded": BandScores(), "unoccluded": BandScores()}
+
+    def add(self, pred: np.ndarray, gt: np.ndarray, occluded: bool | None) -> None:
+        # Only the overall band is wanted here: score it directly, not through every band.
+        values = matting_metrics(pred, gt)
+        names = ["all"] + ([] if occluded is None else ["occluded" if occluded else "unoccluded"])
+        for name in names:
+            g = self.groups[name]
+            for k, v in values.items():
+                g.gt_scores.setdefault("overall", {}).setdefault(k, []).append(v)
+            g.images += 1
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, g in self.groups.items():
+            if g.images:
+                out[name] = {**g.summary()["gt"]["overall"], "images": g.images}
+        return out

@@ -38,6 +38,10 @@ from facemat.checkpoint import read_checkpoint, save_checkpoint, unwrap
 from facemat.errors import ConfigError, check_size
 from facemat.io import ensure_writable_dir, write_json_atomic, write_text_atomic
 
+# Data made on the fly (see facemat.data.real.SOURCES): the procedural generator,
+# real training faces with generated occluders, or half of each.
+GENERATED = ("synth", "real", "mix")
+
 # The generator is an endless stream; any index below this renders a new face.
 SYNTH_STREAM_LENGTH = 2**31 - 1
 
@@ -83,8 +87,9 @@ class TrainSettings:
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if self.data != "synth" and not Path(self.data).is_dir():
-            raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or 'synth')")
+        if self.data not in GENERATED and not Path(self.data).is_dir():
+            raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or one of "
+                              f"{', '.join(GENERATED)})")
         if self.val_data is not None and not Path(self.val_data).is_dir():
             raise ConfigError(f"--val-data: {self.val_data} is not a folder")
 
@@ -150,14 +155,15 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
 def build_datasets(s: TrainSettings) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, str]:
     """The training stream and the held-out validation set, plus a description."""
-    if s.data == "synth":
-        from facemat.data.synth import SynthDataset
+    if s.data in GENERATED:
+        from facemat.data.real import SourceDataset
 
-        render = SynthDataset(SYNTH_STREAM_LENGTH, seed=s.seed, size=s.render_size, split="train")
+        render = SourceDataset(s.data, SYNTH_STREAM_LENGTH, seed=s.seed, size=s.render_size, split="train")
         train = StreamDataset(render, None, s.seed, crop=s.size)
-        val = SynthDataset(s.val_count, seed=s.seed, size=s.render_size, split="val")
-        return train, val, (f"synth (on the fly, {s.size}x{s.size} crops of {s.render_size}x{s.render_size} renders); "
-                            f"val: synth split 'val', {s.val_count} full {s.render_size}x{s.render_size} samples")
+        val = SourceDataset(s.data, s.val_count, seed=s.seed, size=s.render_size, split="val")
+        return train, val, (f"{s.data} (on the fly, {s.size}x{s.size} crops of {s.render_size}x{s.render_size} "
+                            f"renders); val: {s.data} split 'val', {s.val_count} full {s.render_size}x{s.render_size} "
+                            "samples")
 
     from facemat.data.folder import MattingFolder
 
@@ -175,6 +181,15 @@ def build_datasets(s: TrainSettings) -> tuple[torch.utils.data.Dataset, torch.ut
         val = torch.utils.data.Subset(MattingFolder(s.data, size=s.size), list(range(n - n_val, n)))
         where = f"last {n_val} samples of {s.data} (held out)"
     return StreamDataset(folder, train_idx, s.seed), val, f"{s.data} ({len(train_idx)} training samples); val: {where}"
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 # ----------------------------------------------------------------- distributed
@@ -325,8 +340,9 @@ def train(
 
     t_start = time.perf_counter()
     world_info, device = setup_distributed(s.device)
-    if s.amp and device.type != "cuda":
-        raise ConfigError("--amp needs a CUDA device (bf16 autocast); drop it on CPU")
+    if s.amp and device.type != "cuda" and not cpu_has_bf16():
+        raise ConfigError("--amp needs a CUDA device or a CPU with AVX-512 BF16 or AMX (bf16 autocast); "
+                          "this CPU has neither (see /proc/cpuinfo): drop --amp")
     resolved = {**dataclasses.asdict(s), **(extra_config or {}), "command": command, "world_size": world_info.world}
     resume_from = _prepare_out(s, resolved)
     out = Path(s.out)
@@ -443,7 +459,7 @@ def train(
 def add_common_args(parser) -> None:
     """The flags of :class:`TrainSettings`."""
     d = TrainSettings()
-    parser.add_argument("--data", default=d.data, help="'synth' (on-the-fly generator) or a dataset folder")
+    parser.add_argument("--data", default=d.data, help="data made on the fly: 'synth' (procedural faces), 'real' (real photos of the training faces with generated occluders), 'mix' (half of each); or a dataset folder")
     parser.add_argument("--out", required=True, help="output folder: last.pt, best.pt, metrics.jsonl, config.json")
     parser.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
     parser.add_argument("--batch", type=int, default=d.batch, help=f"batch per process (default {d.batch})")
@@ -465,7 +481,8 @@ def add_common_args(parser) -> None:
     parser.add_argument("--log-every", type=int, default=d.log_every, help="log to metrics.jsonl every N steps")
     parser.add_argument("--workers", type=int, default=d.workers, help="data-loading worker processes")
     parser.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"], help="default: CUDA if present")
-    parser.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA only)")
+    parser.add_argument("--amp", action="store_true",
+                        help="bf16 autocast: on CUDA, or on a CPU whose /proc/cpuinfo lists avx512_bf16 or amx_bf16")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
 
 

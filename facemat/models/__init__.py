@@ -10,10 +10,12 @@ dataclass, so loading needs no flags::
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from torch import nn
 
 from facemat.errors import ConfigError
+from facemat.models.selfie import SelfieConfig, SelfieStudent, SelfieTeacher
 from facemat.models.matting import (
     FaceMatStudent,
     FaceMatTeacher,
@@ -34,10 +36,10 @@ __all__ = [
     "register_model",
 ]
 
-_REGISTRY: dict[str, tuple[type[nn.Module], MatteNetConfig]] = {}
+_REGISTRY: dict[str, tuple[type[nn.Module], Any]] = {}
 
 
-def register_model(name: str, cls: type[nn.Module], cfg: MatteNetConfig) -> None:
+def register_model(name: str, cls: type[nn.Module], cfg: Any) -> None:
     """Register a named variant: a model class and its default config."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
@@ -49,7 +51,7 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
-def default_config(name: str) -> MatteNetConfig:
+def default_config(name: str) -> Any:
     """The registered default config of variant ``name``."""
     _check_name(name)
     return _REGISTRY[name][1]
@@ -58,10 +60,10 @@ def default_config(name: str) -> MatteNetConfig:
 def model_kind(name: str) -> str:
     """``"student"`` or ``"teacher"`` for a registered variant."""
     _check_name(name)
-    return "teacher" if issubclass(_REGISTRY[name][0], FaceMatTeacher) else "student"
+    return "teacher" if "b" in _REGISTRY[name][0].output_names else "student"
 
 
-def build_model(name: str, config: MatteNetConfig | dict | None = None, **overrides) -> nn.Module:
+def build_model(name: str, config: Any = None, **overrides) -> nn.Module:
     """Build variant ``name``.
 
     Args:
@@ -72,18 +74,19 @@ def build_model(name: str, config: MatteNetConfig | dict | None = None, **overri
     """
     _check_name(name)
     cls, default = _REGISTRY[name]
+    config_cls = type(default)
     if config is None:
         cfg = default
-    elif isinstance(config, MatteNetConfig):
+    elif isinstance(config, config_cls):
         cfg = config
     else:
-        known = {f.name for f in dataclasses.fields(MatteNetConfig)}
+        known = {f.name for f in dataclasses.fields(config_cls)}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ConfigError(f"config for model {name!r} has unknown fields {unknown}")
-        cfg = MatteNetConfig(**config)
+        cfg = config_cls(**config)
     if overrides:
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(MatteNetConfig)})
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_cls)})
         if unknown:
             raise ConfigError(f"unknown config fields {unknown} for model {name!r}")
         cfg = dataclasses.replace(cfg, **overrides)
@@ -114,3 +117,8 @@ register_model(
         stem=16, widths=(32, 48, 96, 160), depths=(2, 3, 3, 3), expand=4, decoder=(96, 64, 32, 16), refine=16
     ),
 )
+# Started from MediaPipe's selfie segmenter (trained on real photos; see
+# facemat.models.selfie): the teacher at full resolution with an uncertainty head,
+# the student on the 2x-pooled image (~15 M MACs at 256x256).
+register_model("teacher-selfie", SelfieTeacher, SelfieConfig())
+register_model("student-selfie", SelfieStudent, SelfieConfig(low_res=2))

