@@ -112,6 +112,10 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         teacher, _ = load_checkpoint(settings.teacher, expect="teacher")
     elif kind == "teacher":
         teacher = model
+    from facemat.data.folder import MattingFolder
+
+    # Check every folder before the baseline starts LiteRT (which logs a line of its own).
+    folders = {folder: MattingFolder(folder, size=settings.size) for folder in (settings.data, *settings.also)}
     mesh = _baseline() if settings.baseline else None
     head = {
         "checkpoint": str(settings.checkpoint),
@@ -119,21 +123,19 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         "arch": ckpt["model"]["arch"],
         "kind": kind,
     }
-    reports = [{**head, **_evaluate_folder(model, teacher, mesh, folder, settings)}
-               for folder in (settings.data, *settings.also)]
+    reports = [{**head, **_evaluate_folder(model, teacher, mesh, folder, data, settings)}
+               for folder, data in folders.items()]
     report = reports[0]
     if settings.also:
         report["also"] = reports[1:]
     return report
 
 
-def _evaluate_folder(model, teacher, mesh, folder: str, settings: EvaluateSettings) -> dict[str, Any]:
+def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: EvaluateSettings) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from facemat.data.folder import MattingFolder
     from facemat.evaluation import BandScores, SplitScores, read_occlusion
 
-    data = MattingFolder(folder, size=settings.size)
     n = len(data) if settings.limit is None else min(settings.limit, len(data))
     occlusion = read_occlusion(folder, data.ids[:n])
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(n)), batch_size=settings.batch)
