@@ -177,8 +177,8 @@ def load_checkpoint(
     want = sum(t.numel() for t in shape.state_dict().values())
     have = sum(t.numel() for t in ckpt["state_dict"].values() if isinstance(t, torch.Tensor))
     if want != have:
-        raise CheckpointError(f"{path}: its model config builds {want:,} weights but the file holds {have:,}; "
-                              "the checkpoint is damaged or altered")
+        raise CheckpointError(f"{path}: weights do not match architecture {arch!r}: its model config builds "
+                              f"{want:,} weights but the file holds {have:,} (damaged or altered checkpoint)")
     model = build_model(arch, ckpt["model"].get("config") or {})
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)

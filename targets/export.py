@@ -405,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parity_images=a.parity_images, calib_images=a.calib_images, force=a.force)
     try:
         run_export(settings)
-    except KeyboardInterrupt:  # Ctrl-C mid-build: drop the half-built artifact, keep everything placed
+    except BaseException:  # Ctrl-C, a full disk: drop the half-built artifact, keep everything placed
         shutil.rmtree(Path(settings.out) / ".staging", ignore_errors=True)
         raise
     return 0
