@@ -19,6 +19,7 @@ from typing import Any
 
 from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError
+from facemat.safety import refuse_overwrite
 
 MISSING = "-"
 MEAN_MARK = "†"
@@ -36,6 +37,8 @@ class CompareSettings:
             raise ConfigError("give one or more report folders (or report.json files) to compare")
         if self.out is not None and Path(self.out).is_dir():
             raise ConfigError(f"--out: {self.out} is a folder; give a file name such as compare.md")
+        reports = [Path(r) / "report.json" if Path(r).is_dir() else Path(r) for r in self.reports]
+        refuse_overwrite({"--out": self.out}, {"reports": reports})
 
 
 @dataclass(frozen=True)

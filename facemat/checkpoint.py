@@ -9,7 +9,10 @@ Layout (DESIGN.md §4)::
      "train_state": {...}}           # optional: optimizer, scheduler, RNG, step
 
 Loading uses ``torch.load(weights_only=True)``: a file carrying a pickled
-payload is refused, never executed. Weights load with ``strict=True``.
+payload is refused, never executed. Weights load with ``strict=True``, after
+checks that they are finite and that the stored model config builds exactly as
+many weights as the file holds (measured on the meta device, so a hostile
+config allocates nothing).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import nn
 
 from facemat.errors import CheckpointError, ConfigError
 from facemat.io import atomic_path, file_sha256  # noqa: F401 - file_sha256 re-exported for its callers
+from facemat.safety import check_finite_weights
 
 FORMAT = "facemat-checkpoint/1"
 
@@ -134,6 +138,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("model", "state_dict", "meta"):
         if key not in ckpt:
             raise CheckpointError(f"{p}: checkpoint is missing its {key!r} entry")
+    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(f"{p}: checkpoint's 'model' or 'state_dict' entry is not a table")
+    check_finite_weights(ckpt["state_dict"], p)
     return ckpt
 
 
@@ -163,9 +170,16 @@ def load_checkpoint(
     if expect is not None and kind != expect:
         raise CheckpointError(f"{path}: holds a {kind} ({arch!r}), but a {expect} checkpoint is needed here")
     try:
-        model = build_model(arch, ckpt["model"].get("config") or {})
-    except (ConfigError, TypeError) as exc:
+        with torch.device("meta"):  # sizes only: a hostile config allocates nothing here
+            shape = build_model(arch, ckpt["model"].get("config") or {})
+    except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid model config: {exc}") from None
+    want = sum(t.numel() for t in shape.state_dict().values())
+    have = sum(t.numel() for t in ckpt["state_dict"].values() if isinstance(t, torch.Tensor))
+    if want != have:
+        raise CheckpointError(f"{path}: weights do not match architecture {arch!r}: its model config builds "
+                              f"{want:,} weights but the file holds {have:,} (damaged or altered checkpoint)")
+    model = build_model(arch, ckpt["model"].get("config") or {})
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:

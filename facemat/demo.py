@@ -35,9 +35,10 @@ from typing import Any, Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from facemat.cli import ArgumentParser, add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import CheckpointError, ConfigError, DataError
 from facemat.io import atomic_path, write_bytes_atomic, write_json_atomic
+from facemat.safety import check_frame_pixels, check_image_pixels
 
 BUNDLED_STUDENT = Path(__file__).resolve().parent / "weights" / "student-synth.pt"
 """The shipped ``student`` (trained from scratch on the procedural faces; ~1 MB, 256 x 256 input)."""
@@ -395,6 +396,7 @@ def _input_kind(path: str) -> str:
 
 
 def _read_image(path: str) -> np.ndarray:
+    check_image_pixels(path, what=f"--input {path}")  # from the header, before decoding
     data = np.fromfile(path, np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
@@ -445,11 +447,28 @@ def _write(path: str, fn: Callable[[], Any]) -> Any:
         raise ConfigError(f"--out {path}: cannot write it ({exc.strerror or exc}); choose another --out") from None
 
 
-def _probe_video(path: str) -> None:
+def _open_video(path: str) -> cv2.VideoCapture:
+    """Open ``path``; refuse frames above the pixel limit (from the stream header) before decoding one.
+
+    FFmpeg's own log lines are silenced, so a corrupt file gives the one error line.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when OpenCV first opens a video
     cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise DataError(f"--input {path}: cannot open it as a video or read it as an image")
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     try:
-        if not cap.isOpened():
-            raise DataError(f"--input {path}: cannot open it as a video or read it as an image")
+        check_frame_pixels(width, height, f"--input {path}")
+    except DataError:
+        cap.release()
+        raise
+    return cap
+
+
+def _probe_video(path: str) -> None:
+    cap = _open_video(path)
+    try:
         if not cap.read()[0]:
             raise DataError(f"--input {path}: no frame could be read (empty or corrupt video)")
     finally:
@@ -471,10 +490,8 @@ def _run_video(s: DemoSettings, matter: Matter, finder: FaceFinder | None) -> li
     """Filter every frame of ``s.input`` into ``s.out`` (mp4v); return the face count per frame."""
     from tqdm import tqdm
 
-    cap = cv2.VideoCapture(s.input)
+    cap = _open_video(s.input)
     try:
-        if not cap.isOpened():
-            raise DataError(f"--input {s.input}: cannot open it as a video or read it as an image")
         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         if s.max_frames is not None and total is not None:
@@ -553,7 +570,7 @@ example:
                         "the settings go to FILE.json")
     parser.add_argument("--whole-frame", action="store_true",
                         help="no face detection: each frame is one face crop (for already-cropped faces)")
-    parser.add_argument("--margin", type=float, default=0.5,
+    parser.add_argument("--margin", type=finite_float, default=0.5,
                         help="context added on each side of a detected face box, as a fraction of its side "
                         "(default 0.5)")
     parser.add_argument("--max-frames", type=int, help="stop a video after this many frames")

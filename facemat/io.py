@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -45,6 +46,12 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, dest)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename is None or str(exc.filename) == str(tmp_path):
+            # A failed write (disk full, file too large) names no file, or the temporary one: name the output.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from exc
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -92,6 +99,61 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def read_json(path: str | os.PathLike[str], fix: str) -> Any:
+    """Parse the JSON file ``path``.
+
+    Raises:
+        DataError: the file cannot be read or is not valid JSON, naming it and ``fix`` (what to do).
+    """
+    from facemat.errors import DataError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
+        raise DataError(f"{path}: not readable JSON ({reason}); {fix}") from None
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of an append-only JSON-lines log; a torn last line (a crash mid-append) is dropped.
+
+    Raises:
+        DataError: a line other than the last is not a JSON object (the file is damaged, not torn).
+    """
+    from facemat.errors import DataError
+
+    lines = [ln for ln in Path(path).read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            if i == len(lines) - 1:
+                break  # torn by a crash while appending: the step is logged again after resume
+            raise DataError(f"{path}: line {i + 1} is not a JSON record; the log is damaged: "
+                            "remove that line (or the file) and resume again")
+        records.append(record)
+    return records
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None`` (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that always writes valid JSON: non-finite floats become ``null`` (see :func:`json_safe`)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write ``obj`` as indented, key-sorted, valid JSON to ``path`` atomically (NaN and inf as ``null``)."""
+    write_text_atomic(path, json_text(obj, indent=2, sort_keys=True) + "\n")

@@ -53,6 +53,22 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_sizes(model: nn.Module, size: int) -> int:
+    """Refuse a ``--size`` (or a model size) the student cannot be exported at; returns its input multiple.
+
+    Both the training/calibration ``size`` and the model's own ``config.size``
+    (the converted program's size) must be multiples of the model's input
+    multiple (32, or 64 for a student that pools its input 2x) of at least two
+    of them: at one, the deepest feature map is 1x1 and torch.export specialises it.
+    """
+    step = getattr(model, "input_multiple", 32)
+    for flag, value in (("--size", size), ("the student's own size", model.config.size)):
+        if value % step or value < 2 * step:
+            raise ConfigError(f"{flag} {value}: this student needs a multiple of {step} of at least {2 * step}; "
+                              "pick another --size (or a student of another size)")
+    return step
+
+
 def export_for_quantization(model: nn.Module, size: int, max_batch: int = 64) -> torch.fx.GraphModule:
     """``torch.export`` with dynamic batch, height and width; returns the graph module to prepare.
 
@@ -60,10 +76,7 @@ def export_for_quantization(model: nn.Module, size: int, max_batch: int = 64) ->
     input 2x: ``model.input_multiple``), so QAT can train at a small
     size and the converted model is re-exported at the model's own size.
     """
-    step = getattr(model, "input_multiple", 32)  # 32, or 64 for a student that pools its input 2x
-    if size % step or size < 2 * step:
-        # At 1 x step the deepest feature map is 1x1 and torch.export specialises it.
-        raise ConfigError(f"--size {size}: this student needs a multiple of {step} of at least {2 * step}")
+    step = check_sizes(model, size)
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     hk = torch.export.Dim("hk", min=2, max=2048 // step)
@@ -147,11 +160,15 @@ def load_quantized(path: str | Path) -> QuantizedModel:
     # without it a fresh process cannot resolve them.
     import torchao.quantization.pt2e  # noqa: F401
 
+    from facemat.safety import check_finite_weights, check_pt2_archive
+
+    check_pt2_archive(pt2)  # torch.export.load unpickles with weights_only=False: refuse any pickle first
     try:
         program = torch.export.load(str(pt2))
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad archive
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{pt2}: not a readable exported program (truncated or corrupt?): {first[:200]}") from None
+    check_finite_weights({**program.state_dict, **program.constants}, pt2)
     return QuantizedModel(program=program, recipe=recipe, path=pt2)
 
 

@@ -50,13 +50,14 @@ def run_ptq(s: PTQSettings) -> Path:
     from tqdm import tqdm
 
     from facemat.checkpoint import file_sha256, load_checkpoint
-    from quantize.core import batches, convert_and_export, full_view, prepare, save_quantized
+    from quantize.core import batches, check_sizes, convert_and_export, full_view, prepare, save_quantized
     from quantize.recipes import quantizer_description
     from training.common import TrainSettings, build_datasets
 
     t0 = time.perf_counter()
     out = Path(s.out)
     student, ckpt = load_checkpoint(s.student, expect="student")  # a wrong file fails before anything is written
+    check_sizes(student, s.size)  # before anything is written
     ensure_writable_dir(out)
     write_json_atomic(out / "config.json", {**s.__dict__, "command": "quantize.ptq"})
     print(f"quantize.ptq: recipe {s.recipe}; preparing (export + {s.recipe} quantizer)", file=sys.stderr)

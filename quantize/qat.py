@@ -35,7 +35,7 @@ from typing import Sequence
 
 import torch
 
-from facemat.cli import ArgumentParser, add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import ConfigError, check_size
 from facemat.io import ensure_writable_dir, write_json_atomic
 from quantize.recipes import RECIPES, check_recipe
@@ -122,6 +122,7 @@ def run_qat(s: QATSettings) -> Path:
     from facemat.checkpoint import file_sha256, load_checkpoint
     from quantize.core import (
         batches,
+        check_sizes,
         convert_and_export,
         full_view,
         prepare,
@@ -136,6 +137,7 @@ def run_qat(s: QATSettings) -> Path:
     torch.manual_seed(s.seed)
     out = Path(s.out)
     student, ckpt = load_checkpoint(s.student, expect="student")  # wrong files fail before anything is written
+    check_sizes(student, s.size)  # before anything is written
     teacher = load_checkpoint(s.teacher, expect="teacher")[0] if s.needs_teacher else None
     ensure_writable_dir(out)
     size = student.config.size
@@ -240,16 +242,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kd-from", default=d["kd_from"].default, choices=KD_SOURCES,
                         help="distillation target: the teacher (default) or the FP32 student being quantized")
     parser.add_argument("--steps", type=int, default=d["steps"].default, help="QAT steps")
-    parser.add_argument("--lr", type=float, default=d["lr"].default, help="Adam learning rate (cosine decay)")
+    parser.add_argument("--lr", type=finite_float, default=d["lr"].default, help="Adam learning rate (cosine decay)")
     parser.add_argument("--batch", type=int, default=d["batch"].default)
     parser.add_argument("--size", type=int, default=d["size"].default, help="training resolution (multiple of 32)")
     parser.add_argument("--calib", type=int, default=d["calib"].default,
                         help="calibration batches of whole images at the model's size, before training")
-    parser.add_argument("--freeze-at", type=float, default=d["freeze_at"].default,
+    parser.add_argument("--freeze-at", type=finite_float, default=d["freeze_at"].default,
                         help="fraction of the QAT steps during which observers keep adapting (default 0: ranges "
                              "fixed by the calibration)")
-    parser.add_argument("--kd-lambda", type=float, default=d["kd_lambda"].default)
-    parser.add_argument("--gamma", type=float, default=d["gamma"].default, help="weight of ground-truth terms")
+    parser.add_argument("--kd-lambda", type=finite_float, default=d["kd_lambda"].default)
+    parser.add_argument("--gamma", type=finite_float, default=d["gamma"].default, help="weight of ground-truth terms")
     parser.add_argument("--seed", type=int, default=d["seed"].default)
     parser.add_argument("--workers", type=int, default=d["workers"].default)
     add_debug_flag(parser)

@@ -73,6 +73,9 @@ class ExportSettings:
         if not self.all and (self.target is None or self.precision is None):
             raise ConfigError("give --target and --precision for one artifact, or --all for every artifact the "
                               "inputs allow (optionally with --target to limit it to one target)")
+        if self.all and self.precision is not None:
+            raise ConfigError(f"--precision {self.precision!r} with --all: --all exports every precision; "
+                              "drop one of them")
         if self.checkpoint is None and not self.quantized:
             raise ConfigError("nothing to export: give --checkpoint STUDENT.pt and/or --quantized DIR")
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
@@ -174,6 +177,10 @@ def _load_sources(s: ExportSettings) -> dict[str, Source]:
             if src.kind == "quantized":
                 raise ConfigError(f"--size {s.size}: the {key} quantized model is fixed at {src.size}x{src.size}; "
                                   "re-run quantize with that size, or drop --size")
+            step = getattr(src.model, "input_multiple", 32)  # 64 for a student that pools its input 2x
+            if s.size % step or s.size < 2 * step:
+                raise ConfigError(f"--size {s.size}: this student needs a multiple of {step} of at least {2 * step}; "
+                                  "pick another --size, or drop it to use the model's own")
             sources[key] = Source(kind=src.kind, path=src.path, sha256=src.sha256, model=src.model, size=s.size)
     return sources
 
@@ -311,8 +318,6 @@ def run_export(s: ExportSettings) -> dict[str, Any]:
     existing = read_manifest(manifest_path)["artifacts"]
     sources = _load_sources(s)
     plans = plan_matrix(s, set(sources))
-    write_json_atomic(out / "export-config.json", {**asdict(s), "quantized": list(s.quantized),
-                                                   "command": "targets.export"})
     refs = _References(s.parity_images)
     failures: list[str] = []
     for i, plan in enumerate(plans, 1):
@@ -351,8 +356,11 @@ def run_export(s: ExportSettings) -> dict[str, Any]:
     shutil.rmtree(out / ".staging", ignore_errors=True)
     manifest = read_manifest(manifest_path)
     if failures:
-        raise ExportError(f"{len(failures)} of {len(plans)} artifacts failed (the rest are in {manifest_path}):\n  "
-                          + "\n  ".join(failures))
+        raise ExportError(f"{len(failures)} of {len(plans)} artifacts failed (the rest are in {manifest_path}): "
+                          + "; ".join(failures))
+    # Written once every artifact is in place: a failed or interrupted export leaves the previous settings.
+    write_json_atomic(out / "export-config.json", {**asdict(s), "quantized": list(s.quantized),
+                                                   "command": "targets.export"})
     print(f"targets.export: {len(plans)} artifacts in {manifest_path}", file=sys.stderr)
     return manifest
 
@@ -390,11 +398,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild artifacts that are up to date")
     add_debug_flag(parser)
     a = parser.parse_args(argv)
-    run_export(ExportSettings(
+    settings = ExportSettings(
         out=a.out, target=a.target, precision=a.precision, checkpoint=a.checkpoint, quantized=tuple(a.quantized),
         all=a.all, delegate=a.delegate, size=a.size, layout=a.layout, coreml_input=a.coreml_input,
         min_deployment=a.min_deployment, allow_portable=a.allow_portable, bundle=a.bundle,
-        parity_images=a.parity_images, calib_images=a.calib_images, force=a.force))
+        parity_images=a.parity_images, calib_images=a.calib_images, force=a.force)
+    try:
+        run_export(settings)
+    except BaseException:  # Ctrl-C, a full disk: drop the half-built artifact, keep everything placed
+        shutil.rmtree(Path(settings.out) / ".staging", ignore_errors=True)
+        raise
     return 0
 
 

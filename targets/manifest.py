@@ -23,6 +23,7 @@ from typing import Any
 
 from facemat.errors import CheckpointError
 from facemat.io import write_json_atomic
+from facemat.safety import resolve_inside
 
 FORMAT = "facemat-manifest/1"
 NAME = "manifest.json"
@@ -82,8 +83,13 @@ def update_manifest(path: str | Path, entries: dict[str, dict[str, Any]]) -> dic
 
 
 def verify_entry(root: str | Path, entry: dict[str, Any]) -> Path:
-    """The artifact's path if its bytes still match the manifest; else CheckpointError."""
-    p = Path(root) / entry["path"]
+    """The artifact's path if it lies inside ``root`` and its bytes still match the manifest; else CheckpointError.
+
+    The path is taken relative to the manifest's folder and must stay inside it
+    (no absolute path, no ``..``, no symlink leaving it): the sha256 cannot vouch
+    for it, since it comes from the same file.
+    """
+    p = resolve_inside(root, entry.get("path"), f"manifest entry {entry.get('id')!r}")
     if not p.exists():
         raise CheckpointError(f"{entry['id']}: {p} is missing (listed in the manifest)")
     got = artifact_sha256(p)

@@ -144,7 +144,7 @@ def check(precision: str, vs_fp32: dict[str, Any], vs_program: dict[str, Any] | 
             value, against, fig = vs_program[key.removeprefix("vs_program_")], "the int8 torch program", vs_program
         else:
             value, against, fig = vs_fp32[key], "the eager FP32 model", vs_fp32
-        if value > limit:
+        if not value <= limit:  # a NaN figure fails too: NaN compares false with everything
             w = fig["worst"]
             failures.append(
                 f"{key.removeprefix('vs_program_')} {value:.3g} > {limit:g} against {against}; largest error "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import sys
@@ -35,8 +34,9 @@ import torch.distributed as dist
 from torch import nn
 
 from facemat.checkpoint import read_checkpoint, save_checkpoint, unwrap
-from facemat.errors import ConfigError, check_size
-from facemat.io import ensure_writable_dir, write_json_atomic, write_text_atomic
+from facemat.errors import CheckpointError, ConfigError, DataError, check_size
+from facemat.io import ensure_writable_dir, json_text, read_json, read_jsonl, write_json_atomic, write_text_atomic
+from facemat.safety import finite_float
 
 # Data made on the fly (see facemat.data.real.SOURCES): the procedural generator,
 # real training faces with generated occluders, or half of each.
@@ -95,7 +95,7 @@ class TrainSettings:
 
 
 # Settings that may change between an interrupted run and its resume.
-RESUMABLE_CHANGES = {"resume", "steps", "workers", "log_every", "val_every", "ckpt_every", "device"}
+RESUMABLE_CHANGES = {"out", "resume", "steps", "workers", "log_every", "val_every", "ckpt_every", "device"}
 
 
 # --------------------------------------------------------------------------- data
@@ -278,7 +278,10 @@ def _prepare_out(s: TrainSettings, resolved: dict[str, Any]) -> Path | None:
         return None
     if not s.resume:
         raise ConfigError(f"--out: {out} already holds a run (last.pt); pass --resume to continue it or pick another --out")
-    saved = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    saved = read_json(out / "config.json", "restore it or start a new run with another --out") \
+        if (out / "config.json").exists() else {}
+    if not isinstance(saved, dict):
+        raise DataError(f"{out / 'config.json'}: not a settings table; start a new run with another --out")
     differ = sorted(k for k in resolved if k not in RESUMABLE_CHANGES and k in saved and saved[k] != resolved[k])
     if differ:
         diffs = ", ".join(f"{k}: {saved[k]!r} -> {resolved[k]!r}" for k in differ)
@@ -294,14 +297,13 @@ class MetricsLog:
         if enabled and keep_until is not None and path.exists():
             # Drop records written after the checkpoint we resume from: they
             # will be produced again, identically.
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= keep_until]
-            write_text_atomic(path, "".join(ln + "\n" for ln in kept))
+            kept = [r for r in read_jsonl(path) if r.get("step", 0) <= keep_until]
+            write_text_atomic(path, "".join(json_text(r, sort_keys=True) + "\n" for r in kept))
 
     def __call__(self, record: dict[str, Any]) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
+                f.write(json_text(record, sort_keys=True) + "\n")
 
 
 @dataclass
@@ -357,8 +359,11 @@ def train(
     start_step, best = 0, float("inf")
     if resume_from is not None:
         ckpt = read_checkpoint(resume_from)
+        ts = ckpt.get("train_state")
+        if not isinstance(ts, dict) or not {"optimizer", "scheduler", "rng", "step", "best"} <= set(ts):
+            raise CheckpointError(f"{resume_from}: holds no complete training state, so the run cannot resume "
+                                  "from it; start a new run with another --out")
         unwrap(model).load_state_dict(ckpt["state_dict"], strict=True)
-        ts = ckpt["train_state"]
         opt.load_state_dict(ts["optimizer"])
         sched.load_state_dict(ts["scheduler"])
         _set_rng_state(ts["rng"])
@@ -469,8 +474,8 @@ def add_common_args(parser) -> None:
     parser.add_argument("--render-size", type=int, default=d.render_size,
                         help=f"synth only: render faces at this size, then train on random --size crops, so the net "
                              f"learns the pixel scale it runs at (default {d.render_size}, the export size)")
-    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    parser.add_argument("--lr", type=finite_float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
+    parser.add_argument("--weight-decay", type=finite_float, default=d.weight_decay, help="AdamW weight decay")
     parser.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps, then cosine decay")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed for init, data order and augmentation")
     parser.add_argument("--val-data", default=None, help="validation folder (default: synth 'val' split, or the "

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from facemat.cli import ArgumentParser, add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import ConfigError
 from facemat.losses import matting_loss, uncertainty_weight, weighted_kd_l1
 from training.common import TrainResult, TrainSettings, add_common_args, common_settings, train, validate
@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arch", default="student", help="student variant from the model registry")
     parser.add_argument("--kd", default="uncertainty", choices=KD_MODES,
                         help="uncertainty: w = 1 + lambda*b/mean(b); uniform: w = 1 (ablation); none: no teacher")
-    parser.add_argument("--kd-lambda", type=float, default=1.0, help="lambda of the uncertainty weight (default 1)")
-    parser.add_argument("--gamma", type=float, default=0.5, help="weight of the ground-truth matting terms")
+    parser.add_argument("--kd-lambda", type=finite_float, default=1.0, help="lambda of the uncertainty weight (default 1)")
+    parser.add_argument("--gamma", type=finite_float, default=0.5, help="weight of the ground-truth matting terms")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = DistillSettings(**common_settings(args), teacher=args.teacher, arch=args.arch, kd=args.kd,

@@ -32,9 +32,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from facemat.cli import ArgumentParser, add_debug_flag, run_main
-from facemat.errors import ConfigError, check_size
+from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
+from facemat.errors import ConfigError, DataError, check_size
 from facemat.io import write_json_atomic
+from facemat.safety import refuse_overwrite
 
 from facemat.evaluation import MATTING_KEYS as METRICS
 POOLED_PIXELS = 2_000_000  # pooled Spearman subsamples to this many pixels
@@ -70,6 +71,7 @@ class EvaluateSettings:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if not 0 < self.uncertainty_top < 1:
             raise ConfigError(f"--uncertainty-top must be in (0, 1), got {self.uncertainty_top}")
+        refuse_overwrite({"--json": self.json_out}, {"--checkpoint": self.checkpoint, "--teacher": self.teacher})
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -152,6 +154,9 @@ def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: Evaluate
     for batch in tqdm(loader, desc=f"evaluate {folder}", file=sys.stderr, disable=n <= settings.batch):
         out = model(batch["image"])
         pred = (out[0] if isinstance(out, tuple) else out).numpy()[:, 0]
+        if not np.isfinite(pred).all():  # every metric would be NaN: refuse rather than report them
+            raise DataError(f"{settings.checkpoint}: the model outputs NaN or infinite alpha values; "
+                            "its weights are broken (diverged training?): evaluate another checkpoint")
         gt = batch["alpha"].numpy()[:, 0]
         t_alpha = t_b = None
         if teacher is not None:
@@ -251,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="images per forward pass")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--band-width", type=int, default=8, help="boundary band half-width in pixels")
-    parser.add_argument("--uncertainty-top", type=float, default=0.10, help="fraction of pixels in the uncertainty band")
+    parser.add_argument("--uncertainty-top", type=finite_float, default=0.10, help="fraction of pixels in the uncertainty band")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = EvaluateSettings(args.checkpoint, args.data, args.teacher, args.json_out, args.size, args.batch,

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from facemat.cli import ArgumentParser, add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import ConfigError
 from facemat.losses import laplace_nll, matting_loss
 from training.common import TrainResult, TrainSettings, add_common_args, common_settings, train, validate
@@ -74,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_common_args(parser)
     parser.add_argument("--arch", default="teacher", help="teacher variant from the model registry")
-    parser.add_argument("--nll-beta", type=float, default=0.5,
+    parser.add_argument("--nll-beta", type=finite_float, default=0.5,
                         help="beta-NLL guard in [0, 1] against uncertainty collapse (0 = plain NLL)")
-    parser.add_argument("--nll-weight", type=float, default=1.0, help="weight of the NLL term")
+    parser.add_argument("--nll-weight", type=finite_float, default=1.0, help="weight of the NLL term")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = TeacherSettings(**common_settings(args), arch=args.arch, nll_beta=args.nll_beta,

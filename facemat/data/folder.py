@@ -64,6 +64,7 @@ from torch.utils.data import Dataset
 
 from facemat.data.augment import AugmentConfig, augment_pair, resize_pair
 from facemat.errors import ConfigError, DataError
+from facemat.safety import check_image_pixels, resolve_inside
 
 __all__ = [
     "MattingFolder",
@@ -177,6 +178,8 @@ def scan_folder(root: str | os.PathLike[str]) -> list[str]:
     for stem in image_stems:
         for sub in subdirs.values():
             path = sub / f"{stem}.png"
+            if path.is_symlink():  # a link may not lead out of the dataset folder
+                resolve_inside(root, f"{sub.name}/{stem}.png", f"dataset folder {root}", DataError)
             if path.stat().st_size == 0:
                 raise DataError(f"{path} is an empty (zero-byte) file")
     return image_stems
@@ -249,6 +252,7 @@ def read_raw(path: str | os.PathLike[str], grey: bool = False) -> np.ndarray:
     else:
         _check_png_complete(path, data)
         flags = cv2.IMREAD_UNCHANGED
+    check_image_pixels(path, data)  # from the header, before decoding
     array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if array is None:
         raise DataError(f"{path} is corrupt: OpenCV cannot decode it")

@@ -77,6 +77,13 @@ class MatteNetConfig:
             raise ConfigError("all channel counts, depths and the expansion ratio must be >= 1")
         if self.size <= 0 or self.size % 32:
             raise ConfigError(f"size must be a positive multiple of 32, got {self.size}")
+        from facemat.safety import MAX_CHANNELS, MAX_DEPTH, MAX_EXPAND, MAX_SIZE
+
+        for name, value, limit in (("channels", max(self.widths + self.decoder + (self.stem, self.refine)),
+                                    MAX_CHANNELS), ("depths", max(self.depths), MAX_DEPTH),
+                                   ("expand", self.expand, MAX_EXPAND), ("size", self.size, MAX_SIZE)):
+            if value > limit:
+                raise ConfigError(f"{name} {value} is above the limit of {limit}")
         if self.head not in ("refine", "guided", "upsample"):
             raise ConfigError(f"head must be 'refine', 'guided' or 'upsample', got {self.head!r}")
         if self.low_res not in (1, 2):
