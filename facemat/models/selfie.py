@@ -20,6 +20,15 @@ start, not something the procedural generator has to teach.
 * ``student-selfie``: the segmenter on the image average-pooled 2x (128x128 for a
   256 crop, about 15 M MACs), its logit bilinearly upsampled 2x, then the sigmoid.
 
+The 2x average pool of the image is a fixed depthwise convolution (weights
+``1/4``, stride 2; :class:`ImagePool`), not ``avg_pool2d``: the PT2E quantizers
+(XNNPACK, litert-torch) leave ``avg_pool2d`` unannotated, and in litert-torch's
+full-integer conversion the first conv's input ``QUANTIZE`` then moves up through
+the pool onto the graph input, so the ``.tflite`` would take an int8 image. A
+convolution is quantized like the first layer of any other student: float32
+image in, ``QUANTIZE`` inside the model. Same values as ``avg_pool2d`` up to
+float rounding (a sum of quarters instead of a quarter of a sum).
+
 The graph's structure is part of the config (a JSON-able op list, no weights),
 so a checkpoint loads without the ``.tflite`` file. A fresh build
 (``build_model("teacher-selfie")``) reads the structure and MediaPipe's weights
@@ -101,6 +110,30 @@ def _backbone(cfg: SelfieConfig, outputs: list[str]) -> tuple[nn.Module, SelfieC
     return TFLiteGraph(cfg.graph, outputs=outputs), cfg, weights
 
 
+class ImagePool(nn.Module):
+    """``factor`` x ``factor`` average pool of an ``N x C x H x W`` image as a fixed depthwise convolution.
+
+    Equal to ``F.avg_pool2d(x, factor)`` up to float rounding, but a ``conv2d``
+    that PT2E quantizers annotate (see the module docstring). The kernel is a
+    non-persistent buffer: not trained, not in ``state_dict`` (checkpoints are
+    unchanged), and exact in int8 per-channel symmetric quantization (each
+    channel's only value is its maximum, so it quantizes to 127 * scale).
+    """
+
+    kernel: torch.Tensor
+
+    def __init__(self, factor: int, channels: int = 3):
+        super().__init__()
+        if factor < 1:
+            raise ConfigError(f"pool factor must be >= 1, got {factor!r}")
+        self.factor = factor
+        self.register_buffer("kernel", torch.full((channels, 1, factor, factor), 1.0 / factor ** 2),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.kernel, None, self.factor, 0, 1, self.kernel.shape[0])
+
+
 class _SelfieBase(nn.Module):
     output_names: tuple[str, ...] = ()
 
@@ -140,6 +173,7 @@ class SelfieTeacher(_SelfieBase):
         super().__init__()
         self.backbone, self.config, weights = _backbone(cfg, [FEATURES, LOGIT])
         self._load_pretrained(weights)
+        self.pool = ImagePool(self.config.low_res)
         h = self.config.hidden
         self.head = nn.Sequential(
             nn.Conv2d(16 + 3, h, 3, padding=1), nn.ReLU(inplace=True),
@@ -151,7 +185,7 @@ class SelfieTeacher(_SelfieBase):
             self.up.bias.copy_(torch.tensor([0.0, -2.25]))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.avg_pool2d(image, self.config.low_res) if self.config.low_res > 1 else image
+        x = self.pool(image) if self.config.low_res > 1 else image
         feats, logit = self.backbone(x)  # N x 16 x H/2 x W/2, N x 1 x H x W
         out = self.up(self.head(torch.cat([feats, F.avg_pool2d(x, 2)], 1)))  # N x 2 x H x W
         if self.config.low_res > 1:
@@ -171,10 +205,11 @@ class SelfieStudent(_SelfieBase):
         super().__init__()
         self.backbone, self.config, weights = _backbone(cfg, [LOGIT])
         self._load_pretrained(weights)
+        self.pool = ImagePool(self.config.low_res)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         r = self.config.low_res
-        x = F.avg_pool2d(image, r) if r > 1 else image
+        x = self.pool(image) if r > 1 else image
         (logit,) = self.backbone(x)
         if r > 1:
             logit = F.interpolate(logit, scale_factor=r, mode="bilinear", align_corners=False)

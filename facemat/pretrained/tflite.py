@@ -681,12 +681,22 @@ class TFLiteGraph(nn.Module):
         o = op["options"]
         size = o["const_inputs"]["1"]
         in_shape = self._shape(op["inputs"][0])
+        align, half = bool(o.get("alignCorners", False)), bool(o.get("halfPixelCenters", False))
+        if half and not align and size[0] % in_shape[1] == 0 and size[1] % in_shape[2] == 0:
+            # An integer upsampling (the selfie decoder's 2x): a fixed scale factor, not a size
+            # computed from x.shape. Under torch.export with dynamic H, W a computed size is
+            # symbolic-int arithmetic (sym_size * 32 / 16) in the graph, and PT2E quantizers
+            # that annotate operator.mul put observers on those ints ('int' has no numel).
+            # Same numerics: out = in * s and the kernel's source step is 1 / s = in / out.
+            # Same coordinates as torch's align_corners=False (source clamped at 0).
+            scale = (float(size[0] // in_shape[1]), float(size[1] // in_shape[2]))
+            return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
         # Scale the graph's target by the same factor so other input sizes work (2x stays 2x).
         out_h = int(round(x.shape[2] * size[0] / in_shape[1]))
         out_w = int(round(x.shape[3] * size[1] / in_shape[2]))
-        if o.get("alignCorners", False):
+        if align:
             return F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=True)
-        if o.get("halfPixelCenters", False):
+        if half:
             # Same coordinates as torch's align_corners=False (source clamped at 0).
             return F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False)
         return _resize_legacy(x, out_h, out_w)
