@@ -60,6 +60,7 @@ def test_quantization_friendly_graph_keeps_the_outputs(student: torch.nn.Module,
     assert not any(k.startswith("pool.") for k in student.state_dict())
 
 
+@pytest.mark.slow  # torch.export with dynamic H, W of the 150-op graph: ~50 s of CPU
 def test_dynamic_export_has_no_symbolic_arithmetic(student: torch.nn.Module) -> None:
     """With dynamic H and W, no op computes on SymInts (what the PT2E observers choked on: 'int' has no numel),
     and the image's first consumer is a convolution (quantized, so the int8 artifact keeps float input)."""

@@ -118,6 +118,13 @@ class ImagePool(nn.Module):
     non-persistent buffer: not trained, not in ``state_dict`` (checkpoints are
     unchanged), and exact in int8 per-channel symmetric quantization (each
     channel's only value is its maximum, so it quantizes to 127 * scale).
+
+    A ReLU follows the conv: an identity on an image in [0, 1] (the models'
+    input contract), fused into the conv by the quantizers and converters. It
+    is there for litert-torch's layout pass, which leaves a ``conv -> pad ->
+    conv`` chain in NCHW (a PAD between two TRANSPOSEs: the first SAME conv of
+    the segmenter pads this output) but fuses the pad when an activation
+    separates it from the conv, as everywhere else in the graph.
     """
 
     kernel: torch.Tensor
@@ -131,7 +138,7 @@ class ImagePool(nn.Module):
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.kernel, None, self.factor, 0, 1, self.kernel.shape[0])
+        return F.relu(F.conv2d(x, self.kernel, None, self.factor, 0, 1, self.kernel.shape[0]))
 
 
 class _SelfieBase(nn.Module):
