@@ -36,11 +36,14 @@ class DistillSettings(TrainSettings):
     kd: str = "uncertainty"
     kd_lambda: float = 1.0
     gamma: float = 0.5
+    init: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         from facemat.models import list_models, model_kind
 
+        if self.init is not None and not Path(self.init).is_file():
+            raise ConfigError(f"--init: {self.init} is not a file (give a student checkpoint of the same --arch)")
         if self.kd not in KD_MODES:
             raise ConfigError(f"--kd must be one of {', '.join(KD_MODES)}, got {self.kd!r}")
         if self.kd != "none" and (self.teacher is None or not Path(self.teacher).is_file()):
@@ -78,6 +81,8 @@ def train_student(settings: DistillSettings, stop_after: int | None = None) -> T
 
     teacher = None
     extra = {"arch": settings.arch, "kd": settings.kd, "kd_lambda": settings.kd_lambda, "gamma": settings.gamma}
+    if settings.init is not None:
+        extra["init_sha256"] = file_sha256(settings.init)
     if settings.kd != "none":
         teacher, _ = load_checkpoint(settings.teacher, expect="teacher")
         teacher.requires_grad_(False)
@@ -87,6 +92,12 @@ def train_student(settings: DistillSettings, stop_after: int | None = None) -> T
             teacher = teacher.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
     torch.manual_seed(settings.seed)
     model = build_model(settings.arch)
+    if settings.init is not None:
+        start, ckpt = load_checkpoint(settings.init, expect="student")
+        if ckpt["model"]["arch"] != settings.arch:
+            raise ConfigError(f"--init: {settings.init} holds a {ckpt['model']['arch']!r}, not --arch {settings.arch}")
+        model = start
+        model.arch = settings.arch
     return train(settings, model, distill_loss(settings, teacher), validate, "training.distill", extra, stop_after)
 
 
@@ -104,10 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="uncertainty: w = 1 + lambda*b/mean(b); uniform: w = 1 (ablation); none: no teacher")
     parser.add_argument("--kd-lambda", type=finite_float, default=1.0, help="lambda of the uncertainty weight (default 1)")
     parser.add_argument("--gamma", type=finite_float, default=0.5, help="weight of the ground-truth matting terms")
+    parser.add_argument("--init", help="start from this student checkpoint's weights (same --arch), e.g. the shipped "
+                        "facemat/weights/student.pt, instead of random weights")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = DistillSettings(**common_settings(args), teacher=args.teacher, arch=args.arch, kd=args.kd,
-                               kd_lambda=args.kd_lambda, gamma=args.gamma)
+                               kd_lambda=args.kd_lambda, gamma=args.gamma, init=args.init)
     result = train_student(settings)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"student: {result.steps} steps in {result.wall_s:.0f} s; best val MSE {result.best_score:.5f}; "
