@@ -68,8 +68,8 @@ class BenchSettings:
             if p is not None and not Path(p).is_file():
                 raise ConfigError(f"{flag}: {p} is not a file")
         if self.peers is not None and not Path(self.peers).is_dir():
-            raise ConfigError(f"--peers: {self.peers} is not a folder (fill it with "
-                              "../shared/peers/fetch-mediapipe-peers.sh DIR)")
+            raise ConfigError(f"--peers: {self.peers} is not a folder (fill one with "
+                              "python -m facemat.pretrained.fetch)")
 
 
 def available_cores() -> int:

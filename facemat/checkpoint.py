@@ -1,6 +1,6 @@
 """Checkpoints: one self-describing file per model, saved atomically, loaded safely.
 
-Layout (DESIGN.md §4)::
+Layout (docs/design.md, "Stages and what they hand on")::
 
     {"format": "facemat-checkpoint/1",
      "model": {"arch": <registry name>, "config": <MatteNetConfig as dict>},

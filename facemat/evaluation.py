@@ -4,7 +4,7 @@ Used by ``training.evaluate``, ``quantize.compare`` and the bench, so every
 stage reports the same numbers the same way: each metric is computed per image
 (``facemat.metrics``) and averaged over images.
 
-Bands (DESIGN.md §2, §7):
+Bands (docs/design.md, "Metrics and bands"):
 
 * ``overall``: every pixel;
 * ``boundary``: ``boundary_band(gt, width)``, around soft and 0.5-crossing pixels;

@@ -97,7 +97,7 @@ BUDGETS: dict[str, Budget] = {
     "small": Budget(test_count=32, train_steps=800, teacher_steps=400, batch=8, val_count=16, val_every=250,
                     ckpt_every=50, workers=1, quantize="ptq", calib=32, qat_steps=100, parity_images=8,
                     calib_images=16, bench_runs=30, bench_warmup=5, bench_limit=16, threads="1"),
-    # Real training (a GPU or many cores): what the README's GPU figures used, plus QAT.
+    # Real training (a GPU or many cores): what the GPU figures in docs/results.md used, plus QAT.
     "full": Budget(test_count=200, train_steps=2000, batch=32, val_count=64, val_every=250, ckpt_every=100,
                    workers=4, quantize="qat", calib=64, qat_steps=300, parity_images=16, calib_images=32,
                    bench_runs=100, bench_warmup=10, bench_limit=32, threads="1,all"),
@@ -142,7 +142,8 @@ class PipelineSettings:
             if value != "synth" and not Path(value).is_dir():
                 raise ConfigError(f"{flag}: {value} is not a folder (give a dataset folder or 'synth')")
         if self.peers is not None and not Path(self.peers).is_dir():
-            raise ConfigError(f"--peers: {self.peers} is not a folder (see ../shared/peers/fetch-mediapipe-peers.sh)")
+            raise ConfigError(f"--peers: {self.peers} is not a folder "
+                              "(fill one with python -m facemat.pretrained.fetch)")
         if self.quantize not in (None, "ptq", "qat"):
             raise ConfigError(f"--quantize must be ptq or qat, got {self.quantize!r}")
         if self.weighting not in ("uncertainty", "uniform"):

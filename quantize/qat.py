@@ -1,6 +1,6 @@
 """``python -m quantize.qat``: uncertainty-aware quantization-aware training of the student.
 
-Loss per batch (DESIGN.md §2, "Uncertainty-aware QAT")::
+Loss per batch (docs/design.md, "Uncertainty-aware QAT")::
 
     w = 1 + lambda * b_T / mean(b_T)          (uniform: w = 1)
     L = mean(w * |a_Q - a_KD|) + gamma * (L1 + LapL1 + GradL1)(a_Q, a)
@@ -16,7 +16,7 @@ to the student's own mistakes: on three seeds it ended worse in the
 high-uncertainty band than plain QAT every time. Distilling from the teacher
 points the same weight at pixels where the target knows better, and there the
 uncertainty-weighted arm won the band on average for every recipe (on 3 of 3
-seeds for xnnpack and litert, 2 of 3 for coreml; README, "Quantization").
+seeds for xnnpack and litert, 2 of 3 for coreml; docs/results.md, "Quantization").
 
 Schedule: calibrate the observers on whole images at the model's size, train
 the weights on crops with the ranges frozen (``--freeze-at`` lets them adapt

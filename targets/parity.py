@@ -46,7 +46,7 @@ THRESHOLDS: dict[str, dict[str, float]] = {
 # off the FP32 student on purpose, towards the teacher: on the parity faces the
 # shipped student's QAT programs measured MSE 2.1e-3 to 2.7e-3 against FP32 while
 # their SAD against ground truth on 64 held-out faces fell 4-7 % below FP32's
-# (README, "Quantization"). Closeness to FP32 then says nothing about quality, so
+# (docs/results.md, "Quantization"). Closeness to FP32 then says nothing about quality, so
 # the FP32 bound only catches a collapsed run (MSE 1e-2 is 20 dB PSNR; a constant
 # 0.5 output measures about 0.25), and the conversion is still held to the
 # program it came from. Quality is quantize.compare's and the bench's job.

@@ -1,6 +1,6 @@
 """``python -m training.distill``: train the student by uncertainty-guided distillation.
 
-Loss per batch (DESIGN.md §2)::
+Loss per batch (docs/design.md, "Student")::
 
     w    = 1 + lambda * b_T / mean(b_T)        (teacher frozen; uniform: w = 1)
     L_kd = mean(w * |a_S - a_T|)

@@ -1,6 +1,6 @@
 """``python -m training.teacher``: train the teacher with the Laplace NLL plus the matting terms.
 
-Loss per batch (DESIGN.md §2)::
+Loss per batch (docs/design.md, "Teacher")::
 
     L = laplace_nll(a_T, b_T, a; beta) + L1(a_T, a) + LapL1(a_T, a) + GradL1(a_T, a)
 

@@ -1,6 +1,6 @@
 """Data: the procedural CelebAMat-style generator, the real-data compositor and the folder loader.
 
-On-disk layout (DESIGN.md §3), read by every CLI that takes data::
+On-disk layout (docs/design.md, "Data"), read by every CLI that takes data::
 
     <root>/images/<id>.png     RGB composite, 8-bit
     <root>/alphas/<id>.png     ground-truth alpha, 8-bit grey, 255 = face skin

@@ -10,7 +10,7 @@ Inputs:
 * ``--faces``: face photos, any size, ``.png``/``.jpg``/``.jpeg`` (grey is
   replicated to RGB, 16-bit PNGs are scaled by 1/65535, see :mod:`facemat.data.folder`).
 * ``--skin-masks``: one grey mask per face with the same stem (CelebAMask-HQ
-  style), 255 = face region as DESIGN.md §1 defines it. A mask may have another
+  style), 255 = face region as docs/design.md ("The task") defines it. A mask may have another
   resolution than its photo (it is resized to the photo) but not another aspect
   ratio (that means a wrong pairing).
 * ``--occluders``: cut-outs as RGBA PNGs (hands, cups, glasses...). Their alpha is
@@ -23,7 +23,7 @@ position (mostly over the face) and colour jitter, and composited with
 :func:`~facemat.data.composite.composite_layers`. Ground truth is the mask times
 the product of ``(1 - occluder alpha)``.
 
-Outputs (DESIGN.md §3 layout plus extras readers ignore)::
+Outputs (the on-disk layout of docs/design.md plus extras readers ignore)::
 
     <out>/images/<id>.png      RGB composite, 8-bit
     <out>/alphas/<id>.png      ground-truth alpha, 8-bit grey

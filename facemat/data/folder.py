@@ -1,4 +1,4 @@
-"""Read a matting dataset folder from disk (DESIGN.md §3).
+"""Read a matting dataset folder from disk (layout: docs/design.md, "Data").
 
 Layout::
 

@@ -12,7 +12,7 @@ A sample depends only on ``(seed, split, index)``: its random generator is
 nothing reads global random state or the clock, so workers, order and reruns do
 not matter and the same seed writes byte-identical files.
 
-Command line (writes the layout of DESIGN.md §3, plus ``meta.jsonl`` and
+Command line (writes the on-disk layout of docs/design.md, plus ``meta.jsonl`` and
 ``config.json``)::
 
     python -m facemat.data.synth --out DIR --count N --seed S --size 256 \\

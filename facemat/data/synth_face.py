@@ -8,7 +8,7 @@ head shifts the features, narrows the far side and slides the far cheek onto the
 head's silhouette. Shading is Lambert plus a small specular term from one
 directional light, evaluated at half resolution.
 
-What is face (alpha 1) follows DESIGN.md §1: skin from hairline to chin and
+What is face (alpha 1) follows docs/design.md, "The task": skin from hairline to chin and
 between the ears, with eyes, brows, nose and lips on it. Ears, neck, hair and
 clothing are drawn in the same scene with alpha 0.
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot GPU run: distil the two low-resolution students from the GPU teacher, evaluate on held-out faces.
-# Ran on an H200 on 2026-11-26; results in the README Training section. Needs runs/gpu/teacher.pt (carry it).
+# Ran on an H200 on 2026-11-26; results in docs/results.md, "Training on a GPU". Needs runs/gpu/teacher.pt (carry it).
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 PY=${PY:-python3}; SS=${SS:-1500}; B=${B:-32}; N=${N:-100}; R=/tmp/r; mkdir -p $R $OUT
 main() {

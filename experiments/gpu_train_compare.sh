@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot GPU experiment for issue #5: longer teacher + 3 students (unc / uniform / no KD), eval on 200 synth test faces.
-# Ran on an H200 on 2026-11-26 (student-full was then the default "student"); results in the README Training section.
+# Ran on an H200 on 2026-11-26 (student-full was then the default "student"); results in docs/results.md, "Training on a GPU".
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 PY=${PY:-python3}
 TS=${TS:-2000}; SS=${SS:-1500}; B=${B:-32}; R=/tmp/r; mkdir -p $R $OUT
