@@ -2,8 +2,8 @@
 
 The bench cannot run a ``.pte`` on an Android phone or a ``.mlpackage`` on an
 iPhone; the platforms' own tools can. This command reads what those tools print
-and adds (or replaces) one row in ``OUT/report.json`` (schema
-``.notes/bench-schema.md``), then rewrites report.md and report.html.
+and adds (or replaces) one row in ``OUT/report.json`` (a :class:`bench.rows.Row`),
+then rewrites report.md and report.html.
 
 Formats (``--format``), each matched against the tool's source or its
 published output, as named in the parser's docstring:
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.rows import FORMAT, Row
 from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, DataError
 
@@ -601,22 +602,17 @@ def _rounded(obj: Any) -> Any:
 
 
 def build_row(s: IngestSettings, m: Measurement, entry: dict[str, Any], log_sha256: str) -> dict[str, Any]:
-    """The report row (schema ``.notes/bench-schema.md``) for measurement ``m`` of ``--artifact``."""
-    return {
-        "artifact": s.artifact, "kind": "artifact", "target": entry.get("target"),
-        "precision": entry.get("precision"), "delegate": entry.get("delegate"), "runtime": m.runtime,
-        "threads": _threads(s, m), "status": "ok", "reason": None, "note": _row_note(m),
-        "source": f"ingested:{s.format}", "device": s.device, "file_bytes": entry.get("bytes"),
-        "latency_ms": _rounded(dict(m.latency_ms)), "peak_mem_mb": _rounded(m.peak_mem_mb), "accuracy": None,
-        "profile": None,
-        "ingest": {"log": str(s.log), "log_sha256": log_sha256, "tool": m.tool, "model": m.model,
-                   "statistic": m.statistic,
-                   "select": s.select, "manifest": s.manifest, "extra": _rounded(m.extra), "ingested": _now()},
-    }
+    """The report row (:class:`bench.rows.Row`, as a dict) for measurement ``m`` of ``--artifact``."""
+    ingest = {"log": str(s.log), "log_sha256": log_sha256, "tool": m.tool, "model": m.model,
+              "statistic": m.statistic, "select": s.select, "manifest": s.manifest, "extra": _rounded(m.extra),
+              "ingested": _now()}
+    return Row(s.artifact, "artifact", entry.get("target"), entry.get("precision"), entry.get("delegate"),
+               m.runtime, _threads(s, m), "ok", None, f"ingested:{s.format}", s.device, entry.get("bytes"),
+               _rounded(dict(m.latency_ms)), _rounded(m.peak_mem_mb), note=_row_note(m), ingest=ingest).to_dict()
 
 
 def _new_report(s: IngestSettings) -> dict[str, Any]:
-    return {"format": "facemat-bench/1",
+    return {"format": FORMAT,
             "device": {"name": s.device, "description": f"ingested from {s.format} logs"},
             "date": _now(), "manifest": s.manifest, "teacher": None, "rows": [], "notes": []}
 

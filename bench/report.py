@@ -1,6 +1,6 @@
 """Bench reports: report.json (the data), report.md and one self-contained report.html.
 
-The report dict follows ``.notes/bench-schema.md`` (format ``facemat-bench/1``):
+The report dict is described in :mod:`bench.rows` (format ``facemat-bench/1``):
 one row per artifact x threads (plus the FP32 reference and the peers), each with
 latency, memory, file size and accuracy against ground truth and against the FP32
 reference, overall and per evaluation band.
@@ -34,10 +34,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench.rows import FORMAT
 from facemat.errors import ConfigError
 from facemat.io import write_json_atomic, write_text_atomic
 
-FORMAT = "facemat-bench/1"
 REPORT_NAMES = ("report.json", "report.md", "report.html")
 
 MATTING_KEYS = ("sad", "mse", "grad", "conn", "iou")
@@ -416,7 +416,7 @@ def render_markdown(report: dict) -> str:
     """The report as GitHub-flavoured Markdown.
 
     Args:
-        report: a ``facemat-bench/1`` report dict (see ``.notes/bench-schema.md``).
+        report: a ``facemat-bench/1`` report dict (see :mod:`bench.rows`).
 
     Returns:
         Markdown text: title, header facts, the overall table (one row per

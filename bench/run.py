@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bench.rows import FORMAT, Row
 from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import CheckpointError, ConfigError
 
@@ -142,38 +143,25 @@ def load_bench_data(s: BenchSettings, size: int) -> tuple[np.ndarray, np.ndarray
 
 
 def score(outs: np.ndarray, ref: np.ndarray, gts: np.ndarray, bvals: np.ndarray | None) -> dict[str, Any]:
-    """Means over images of the matting metrics vs ground truth and the agreement with FP32, per band."""
-    from facemat.metrics import boundary_band, matting_metrics, reference_metrics, uncertainty_band
+    """Per-band means over images (:class:`facemat.evaluation.BandScores`) against ground truth and FP32.
 
-    acc: dict[str, dict[str, list[dict[str, float]]]] = {"gt": {b: [] for b in BANDS},
-                                                          "fp32": {b: [] for b in BANDS}}
+    Args:
+        outs: artifact alphas ``N x S x S``; ref: the FP32 reference's; gts: ground truth.
+        bvals: the teacher's ``b`` per image ``N x S x S``, or None (no uncertainty band).
+
+    Returns:
+        ``{"gt": {band: {metric: mean} | None}, "fp32": {...}}`` for every band of
+        :data:`BANDS`; a band with no scored image (no teacher) is None.
+    """
+    from facemat.evaluation import BandScores
+
+    scores = BandScores()
     for i in range(len(outs)):
-        masks = {"overall": None, "boundary": boundary_band(gts[i])}
-        if bvals is not None:
-            masks["uncertainty"] = uncertainty_band(bvals[i])
-        for band, m in masks.items():
-            acc["gt"][band].append(matting_metrics(outs[i], gts[i], m))
-            acc["fp32"][band].append(reference_metrics(outs[i], ref[i], m))
-    result: dict[str, Any] = {}
-    for kind, bands in acc.items():
-        result[kind] = {}
-        for band in BANDS:
-            rows = bands[band]
-            if not rows:
-                result[kind][band] = None
-                continue
-            keys = rows[0].keys()
-            result[kind][band] = {k: _mean([r[k] for r in rows], max_of=(k == "max_abs")) for k in keys}
-    return result
-
-
-def _mean(values: list[float], max_of: bool = False) -> float:
-    if max_of:
-        return float(max(values))
-    if any(np.isinf(v) for v in values):
-        finite = [v for v in values if np.isfinite(v)]
-        return float("inf") if not finite else float(np.mean(finite))
-    return float(np.mean(values))
+        scores.add(outs[i], gts[i], None if bvals is None else bvals[i], ref=ref[i])
+    summary = scores.summary()
+    # report.json names the agreement with the reference "fp32"; BandScores calls it "ref".
+    return {kind: {band: summary.get(key, {}).get(band) for band in BANDS}
+            for kind, key in (("gt", "gt"), ("fp32", "ref"))}
 
 
 def _run_worker(spec: dict[str, Any], tmp: Path, timeout: float = 900) -> dict[str, Any]:
@@ -190,21 +178,6 @@ def _run_worker(spec: dict[str, Any], tmp: Path, timeout: float = 900) -> dict[s
         tail = (proc.stderr or "").strip().splitlines()[-3:]
         return {"status": "failed", "reason": f"worker exited with {proc.returncode}: {' | '.join(tail)[:400]}"}
     return json.loads(Path(spec["result"]).read_text())
-
-
-def _reference_outputs(model, images: np.ndarray) -> tuple[np.ndarray, str]:
-    """FP32 reference alpha on CUDA when available, else CPU."""
-    import torch
-
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    where = f"cuda ({torch.cuda.get_device_name(0)})" if dev.type == "cuda" else "cpu"
-    m = model.to(dev).eval()
-    outs = []
-    with torch.no_grad():
-        for x in images:
-            outs.append(m(torch.from_numpy(x[None]).to(dev)).float().cpu().numpy()[0, 0])
-    model.to("cpu")
-    return np.stack(outs), where
 
 
 def _reference_latency(model, image: np.ndarray, threads: int, runs: int, warmup: int) -> dict[str, Any]:
@@ -302,7 +275,9 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
 
     from bench.report import write_reports
     from facemat.checkpoint import file_sha256, load_checkpoint
+    from facemat.inference import reference_outputs
     from facemat.io import ensure_writable_dir
+    from targets.common import IOSpec
     from targets.manifest import now, read_manifest, verify_entry
 
     manifest_path = Path(s.manifest)
@@ -320,30 +295,27 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
     ensure_writable_dir(s.out)
     ref_path = _reference_checkpoint(s, entries)
     model, _ = load_checkpoint(ref_path, expect="student")
-    sizes = {e["input"]["shape"][2] if e["input"]["layout"] == "NCHW" else e["input"]["shape"][1]
-             for e in entries.values()}
+    sizes = {IOSpec.from_manifest(e).size for e in entries.values()}
     if len(sizes) != 1:
         raise ConfigError(f"the manifest mixes input sizes {sorted(sizes)}; bench one size at a time with --only")
     size = sizes.pop()
     images, gts, ids, data_desc = load_bench_data(s, size)
-    ref_out, ref_where = _reference_outputs(model, images)
+    ref_out, ref_where = reference_outputs(model, images)
     bvals, teacher_info = (None, None)
     if s.teacher:
         bvals, teacher_info = _teacher_b(s.teacher, images)
     threads = thread_list(s.threads)
     t_start = time.perf_counter()
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     pictures_out: dict[str, np.ndarray] = {}
     ref_acc = score(ref_out, ref_out, gts, bvals)
     import torch
 
     for th in threads:
-        rows.append({"artifact": "fp32-reference", "kind": "reference", "target": "pytorch", "precision": "fp32",
-                     "delegate": None, "runtime": f"pytorch {torch.__version__} (eager, CPU)", "threads": th,
-                     "status": "ok", "reason": None, "source": "measured", "device": s.device,
-                     "file_bytes": Path(ref_path).stat().st_size,
-                     "latency_ms": _reference_latency(model, images[0], th, s.runs, s.warmup),
-                     "peak_mem_mb": None, "accuracy": ref_acc, "profile": None})
+        rows.append(Row("fp32-reference", "reference", "pytorch", "fp32", None,
+                        f"pytorch {torch.__version__} (eager, CPU)", th, "ok", None, "measured", s.device,
+                        Path(ref_path).stat().st_size, _reference_latency(model, images[0], th, s.runs, s.warmup),
+                        None, accuracy=ref_acc))
     jobs = [(aid, e, th) for aid, e in entries.items() for th in threads]
     peer_files = {}
     if s.peers:
@@ -358,21 +330,18 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
         bar = tqdm(total=len(jobs) + len(peer_files) * len(threads), desc="bench", file=sys.stderr)
         for aid, e, th in jobs:
             bar.set_postfix_str(f"{aid} @{th}t")
-            io = {"size": size, "layout": e["input"]["layout"], "input_kind": e["input"].get("kind", "tensor"),
-                  "input_name": e["input"]["name"], "output_name": e["outputs"][0]["name"]}
             key = f"{aid}-{th}"
-            spec = {"key": key, "kind": "artifact", "target": e["target"], "path": str(root / e["path"]), "io": io,
+            spec = {"key": key, "kind": "artifact", "entry": e, "root": str(root), "target": e["target"],
+                    "path": str(root / e["path"]),
                     "threads": th, "images": str(tmp / "images.npy"), "outputs": str(tmp / f"out-{key}.npy"),
                     "runs": s.runs, "warmup": s.warmup, "profile": s.profile, "precision": e["precision"]}
             res = _run_worker(spec, tmp)
-            row = {"artifact": aid, "kind": "artifact", "target": e["target"], "precision": e["precision"],
-                   "delegate": e.get("delegate"), "runtime": _runtime_name(e), "threads": th,
-                   "status": res["status"], "reason": res.get("reason"), "source": "measured", "device": s.device,
-                   "file_bytes": e.get("bytes"), "latency_ms": res.get("latency_ms"),
-                   "peak_mem_mb": res.get("peak_mem_mb"), "accuracy": None, "profile": res.get("profile")}
+            row = Row(aid, "artifact", e["target"], e["precision"], e.get("delegate"), _runtime_name(e), th,
+                      res["status"], res.get("reason"), "measured", s.device, e.get("bytes"),
+                      res.get("latency_ms"), res.get("peak_mem_mb"), profile=res.get("profile"))
             if res["status"] == "ok" and Path(spec["outputs"]).is_file():
                 outs = np.load(spec["outputs"])
-                row["accuracy"] = score(outs, ref_out, gts, bvals)
+                row.accuracy = score(outs, ref_out, gts, bvals)
                 if th == threads[0]:
                     pictures_out[aid] = outs[: s.pictures]
             rows.append(row)
@@ -383,17 +352,14 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
                 spec = {"key": f"peer-{name}-{th}", "kind": "peer", "path": str(path), "threads": th,
                         "runs": s.runs, "warmup": s.warmup}
                 res = _run_worker(spec, tmp)
-                rows.append({"artifact": f"peer:{name}", "kind": "peer", "input": res.get("input"),
-                             "target": "tflite", "precision": "peer",
-                             "delegate": None, "runtime": _runtime_name({"target": "tflite"}), "threads": th,
-                             "status": res["status"], "reason": res.get("reason"), "source": "measured",
-                             "device": s.device, "file_bytes": path.stat().st_size,
-                             "latency_ms": res.get("latency_ms"), "peak_mem_mb": res.get("peak_mem_mb"),
-                             "accuracy": None, "profile": None})
+                rows.append(Row(f"peer:{name}", "peer", "tflite", "peer", None, _runtime_name({"target": "tflite"}),
+                                th, res["status"], res.get("reason"), "measured", s.device, path.stat().st_size,
+                                res.get("latency_ms"), res.get("peak_mem_mb"), input=res.get("input")))
                 bar.update()
         bar.close()
+    row_dicts = [r.to_dict() for r in rows]
     report = {
-        "format": "facemat-bench/1",
+        "format": FORMAT,
         "device": {"name": s.device, **device_description()},
         "date": now(),
         "tools": tool_versions(),
@@ -406,10 +372,10 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
                    "what": "invoke only: pre/post-processing (layout change, int8 I/O (de)quantization, "
                            "image decoding, resizing) excluded; each artifact x threads in a fresh process"},
         "settings": {**asdict(s), "only": list(s.only)},
-        "rows": rows,
-        "ratios": _ratios(rows),
-        "peers": _peer_ratios(rows),
-        "notes": _notes(rows, ref_where),
+        "rows": row_dicts,
+        "ratios": _ratios(row_dicts),
+        "peers": _peer_ratios(row_dicts),
+        "notes": _notes(row_dicts, ref_where),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     pictures = _pictures(images, gts, ref_out, bvals, ids, pictures_out, s.pictures)

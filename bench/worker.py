@@ -5,7 +5,7 @@ ExecuTorch pool is process-wide and fixed when a method loads), lets one
 runtime crash without taking the bench down, and makes the peak-memory figure
 that artifact's own.
 
-The spec names the artifact, its runtime module, the thread count, the image
+The spec holds the artifact's manifest entry and folder, the thread count, the image
 file (``N x 3 x S x S`` float32 ``.npy``), and where to write the outputs
 (``N x S x S`` float32 ``.npy``) and the result JSON.
 """
@@ -62,12 +62,9 @@ def _load(spec: dict[str, Any]):
         from bench.peers import load_peer_runner
 
         return load_peer_runner(spec["path"], spec["threads"])
-    import importlib
+    from targets import open_artifact
 
-    from targets.common import IOSpec
-
-    mod = importlib.import_module(f"targets.{spec['target']}")
-    return mod.load_runner(Path(spec["path"]), IOSpec(**spec["io"]), threads=spec["threads"])
+    return open_artifact(spec["entry"], spec["root"], threads=spec["threads"])
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:

@@ -165,13 +165,13 @@ def load_matter(artifact: str | None = None, checkpoint: str | None = None) -> M
 
 
 def _load_checkpoint(path: str) -> Matter:
-    from bench.run import _reference_outputs
     from facemat.checkpoint import file_sha256, load_checkpoint
+    from facemat.inference import reference_outputs
 
     model, _ = load_checkpoint(path, expect="student")  # as bench.run loads its FP32 reference
 
     def runner(image: np.ndarray) -> np.ndarray:
-        alpha, _ = _reference_outputs(model, image)  # N x S x S
+        alpha, _ = reference_outputs(model, image)  # N x S x S
         return alpha[:, None]  # N x 1 x S x S
 
     return Matter(runner, int(model.config.size), {"kind": "checkpoint", "path": str(path), "arch": model.arch,
@@ -181,8 +181,8 @@ def _load_checkpoint(path: str) -> Matter:
 def _load_artifact(path: str) -> Matter:
     import platform
 
-    from bench.worker import _load
-    from targets.common import RuntimeUnavailable
+    from targets import open_artifact
+    from targets.common import IOSpec, RuntimeUnavailable
     from targets.manifest import NAME, read_manifest, verify_entry
 
     art = Path(path)
@@ -197,18 +197,12 @@ def _load_artifact(path: str) -> Matter:
         raise CheckpointError(f"--artifact {path}: not listed in {manifest} (it lists {', '.join(entries) or 'none'})")
     entry = {"id": entry.get("id", art.name), **entry}
     verify_entry(root, entry)
-    inp = entry["input"]
-    size = int(inp["shape"][2] if inp["layout"] == "NCHW" else inp["shape"][1])
-    # The same IOSpec fields bench.run passes to its worker.
-    io = {"size": size, "layout": inp["layout"], "input_kind": inp.get("kind", "tensor"),
-          "input_name": inp["name"], "output_name": entry["outputs"][0]["name"]}
-    spec = {"kind": "artifact", "target": entry["target"], "path": str(root / entry["path"]), "io": io,
-            "threads": None}
+    size = IOSpec.from_manifest(entry).size
     try:
-        runner = _load(spec)
+        runner = open_artifact(entry, root)
     except RuntimeUnavailable as exc:
         where = f"{platform.system()} {platform.machine()}"
-        reason = str(exc).removeprefix(f"{spec['path']}: ")
+        reason = str(exc).removeprefix(f"{root / entry['path']}: ")
         if "coreml" in (entry["target"], entry.get("delegate")):
             reason = f"Core ML artifacts run only on macOS/iOS ({reason})"
         raise RuntimeUnavailable(f"--artifact {path}: cannot run on this OS ({where}): {reason}; pick an artifact "

@@ -1,8 +1,13 @@
 """Per-image matting scores, aggregated over a dataset, overall and per evaluation band.
 
-Used by ``training.evaluate``, ``quantize.compare`` and the bench, so every
+Used by ``training.evaluate``, ``quantize.compare`` and ``bench.run``, so every
 stage reports the same numbers the same way: each metric is computed per image
 (``facemat.metrics``) and averaged over images.
+
+Rules of the means: a NaN per-image value is left out; PSNR leaves out
+identical images (infinite PSNR) and is infinite only when every image was
+identical; ``max_abs`` is the worst image (0.0 when none was scored); a band in
+which no image was scored is absent from :meth:`BandScores.summary`.
 
 Bands (docs/design.md, "Metrics and bands"):
 

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written output.
+"""Atomic file writes (a reader never sees a half-written output), JSON I/O and the metrics log.
 
 Each writer writes to a temporary file in the destination folder, flushes and
 fsyncs it, then renames it over the destination (``os.replace`` is atomic on
@@ -157,3 +157,20 @@ def json_text(obj: Any, **kwargs: Any) -> str:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted, valid JSON to ``path`` atomically (NaN and inf as ``null``)."""
     write_text_atomic(path, json_text(obj, indent=2, sort_keys=True) + "\n")
+
+
+class MetricsLog:
+    """``metrics.jsonl`` appender (enabled on rank 0 only)."""
+
+    def __init__(self, path: str | os.PathLike[str], enabled: bool, keep_until: int | None):
+        self.path, self.enabled = Path(path), enabled
+        if enabled and keep_until is not None and self.path.exists():
+            # Drop records written after the checkpoint we resume from: they
+            # will be produced again, identically.
+            kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= keep_until]
+            write_text_atomic(self.path, "".join(json_text(r, sort_keys=True) + "\n" for r in kept))
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json_text(record, sort_keys=True) + "\n")

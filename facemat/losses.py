@@ -137,3 +137,37 @@ def laplacian_l1(pred: torch.Tensor, target: torch.Tensor, levels: int = 5) -> t
 def matting_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The ground-truth matting terms: L1 + Laplacian-pyramid L1 + gradient L1."""
     return l1_loss(pred, target) + laplacian_l1(pred, target) + gradient_l1(pred, target)
+
+
+def kd_objective(
+    student: torch.Tensor,
+    target: torch.Tensor,
+    gt: torch.Tensor,
+    b: torch.Tensor | None = None,
+    lam: float = 1.0,
+    gamma: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The student's objective, in distillation and in QAT alike.
+
+    ``L = mean(w * |a_S - a_KD|) + gamma * matting_loss(a_S, a)`` with
+    ``w = 1 + lam * b / mean(b)`` (:func:`uncertainty_weight`), or ``w = 1``
+    when ``b`` is None or ``lam`` is 0. Every term is computed in float32, so a
+    bf16 forward under autocast gives the same loss as a float32 one would.
+
+    Args:
+        student: the alpha being trained, ``N x 1 x H x W`` in [0, 1].
+        target: the distillation target ``a_KD`` (teacher's or FP32 student's
+            alpha), ``N x 1 x H x W``; detached here.
+        gt: ground-truth alpha ``N x 1 x H x W`` in [0, 1].
+        b: the teacher's Laplace scale ``N x 1 x H x W`` (> 0), or None.
+        lam: strength of the uncertainty weight, >= 0.
+        gamma: weight of the ground-truth matting terms, >= 0.
+
+    Returns:
+        ``(scalar loss, {"kd": float, "matte": float})`` for the log.
+    """
+    a = student.float()
+    matte = matting_loss(a, gt)
+    w = uncertainty_weight(b.float(), lam) if b is not None and lam > 0 else None
+    kd = weighted_kd_l1(a, target.float(), w)
+    return kd + gamma * matte, {"kd": kd.item(), "matte": matte.item()}

@@ -11,8 +11,11 @@ Stages, each in ``OUT/<stage>/`` and each run as its own command (the same
     export            python -m targets.export, one call per target
     bench             python -m bench.run
 
-Caching. A stage's *key* is a sha256 over its settings and the digests of the
-stages it reads. A finished stage writes ``stage.json`` (key, output digests,
+Caching. A stage's *key* is a sha256 over the command lines it runs (paths
+inside the run folder written relative to it, so a moved folder stays cached),
+the fingerprints of user folders it reads, the digests of the stages it reads
+and the code version. Nothing beside the argv is kept by hand, so a flag added
+to a command is in the key the moment it is passed. A finished stage writes ``stage.json`` (key, output digests,
 wall time) atomically as its last act. On a rerun a stage is skipped when its
 key matches and every recorded output still has its digest; it is rerun from
 scratch when the key changed (new settings or new inputs); and it is resumed
@@ -215,15 +218,45 @@ def digest_of(obj: Any) -> str:
 
 @dataclass
 class Stage:
-    """One cached step: the commands it runs in ``folder`` and what its key covers."""
+    """One cached step: the commands it runs, the stages it reads, and the user folders it reads.
+
+    Attributes:
+        commands: argv lists after ``python`` (``["-m", module, flags...]``).
+        deps: the stages whose outputs it reads.
+        torchrun: the command runs under torchrun with ``--nproc`` processes.
+        extra_key: fingerprints of inputs outside the run folder (a user's data).
+    """
 
     name: str
     title: str
     commands: list[list[str]]
-    settings: dict[str, Any]
     deps: tuple[str, ...] = ()
     torchrun: bool = False
     extra_key: dict[str, Any] = field(default_factory=dict)
+
+    def key_material(self, root: Path, nproc: int) -> dict[str, Any]:
+        """What the stage's key covers besides its upstream digests and the code version."""
+        return {"stage": self.name, "argv": [_relative_argv(cmd, root) for cmd in self.commands],
+                "nproc": nproc if self.torchrun else 1, "extra": self.extra_key}
+
+
+def _relative_argv(cmd: list[str], root: Path) -> list[str]:
+    """``cmd`` with every path inside ``root`` written relative to it (``./teacher/best.pt``)."""
+    prefix = str(root).rstrip(os.sep) + os.sep
+    return ["./" + Path(a[len(prefix):]).as_posix() if a.startswith(prefix) else "." if a == str(root) else a
+            for a in cmd]
+
+
+def stage_key(stage: Stage, root: Path, nproc: int, upstream: dict[str, str]) -> str:
+    """The stage's cache key: its argv and inputs, the digests of the stages it reads, the code version.
+
+    Args:
+        upstream: stage name -> the ``digest`` of its ``stage.json``, for every name in ``stage.deps``.
+    """
+    from facemat.checkpoint import code_version
+
+    return digest_of({**stage.key_material(root, nproc), "deps": {d: upstream[d] for d in stage.deps},
+                      "code_version": code_version()})
 
 
 def _py(module: str, *args: Any) -> list[str]:
@@ -248,7 +281,6 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
                              "--split", "test", "--preview", d["data"] / "test-preview.png"))
     stages.append(Stage("data", f"test faces ({b.test_count} generated)" if s.test_data == "synth"
                         else f"test data {s.test_data}", data_cmds,
-                        {"test_data": s.test_data, "test_count": b.test_count},
                         extra_key={"data_fingerprint": train_fingerprint,
                                    "test_fingerprint": None if s.test_data == "synth"
                                    else folder_fingerprint(Path(s.test_data))}))
@@ -256,18 +288,16 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
     teacher_steps = b.teacher_steps or b.train_steps
     stages.append(Stage("teacher", f"train the teacher, {teacher_steps} steps",
                         [_py("training.teacher", "--out", d["teacher"], "--steps", teacher_steps, *train_common)],
-                        {"steps": teacher_steps, "data": s.data, "batch": b.batch, "seed": s.seed,
-                         "nproc": s.nproc}, torchrun=True,  # not on "data": other test faces keep the models
+                        torchrun=True,  # not on "data": other test faces keep the models
                         extra_key={"data_fingerprint": train_fingerprint}))
     stages.append(Stage("student", f"distil the student, {b.train_steps} steps",
                         [_py("training.distill", "--teacher", teacher_ckpt, "--out", d["student"],
                              "--steps", b.train_steps, *train_common)],
-                        {"steps": b.train_steps, "data": s.data, "batch": b.batch, "seed": s.seed,
-                         "nproc": s.nproc}, deps=("teacher",), torchrun=True))
+                        deps=("teacher",), torchrun=True, extra_key={"data_fingerprint": train_fingerprint}))
     stages.append(Stage("evaluate", "evaluate student and teacher on the test faces",
                         [_py("training.evaluate", "--checkpoint", student_ckpt, "--teacher", teacher_ckpt,
                              "--data", test_dir, "--json", d["evaluate"] / "report.json")],
-                        {"test_data": s.test_data}, deps=("data", "teacher", "student")))
+                        deps=("data", "teacher", "student")))
 
     quant_dirs = {}
     for recipe in s.recipes:
@@ -278,15 +308,12 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
                       "--recipe", recipe, "--out", qdir, "--weighting", s.weighting, "--kd-from", "teacher",
                       "--steps", b.qat_steps, "--calib", max(1, b.calib // 8), "--seed", s.seed, "--workers", b.workers)
             title = f"QAT {recipe} ({s.weighting} weights, distilled from the teacher, {b.qat_steps} steps)"
-            # kd_from is in the key: runs from before QAT distilled from the teacher must not be reused.
-            settings = {"method": "qat", "weighting": s.weighting, "kd_from": "teacher", "steps": b.qat_steps,
-                        "recipe": recipe}
         else:
             cmd = _py("quantize.ptq", "--student", student_ckpt, "--data", s.data, "--recipe", recipe,
                       "--out", qdir, "--calib", b.calib, "--workers", b.workers)
             title = f"PTQ {recipe} ({b.calib} calibration images)"
-            settings = {"method": "ptq", "calib": b.calib, "recipe": recipe}
-        stages.append(Stage(f"quantize-{recipe}", title, [cmd], settings, deps=("teacher", "student")))
+        stages.append(Stage(f"quantize-{recipe}", title, [cmd], deps=("teacher", "student"),
+                            extra_key={"data_fingerprint": train_fingerprint}))
 
     export_cmds = []
     for t in s.targets:
@@ -297,8 +324,6 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
         if t == "tflite":  # Android apps feed NHWC bitmaps: ship the variant that needs no transpose
             export_cmds.append(_py("targets.export", "--all", *base, "--layout", "NHWC"))
     stages.append(Stage("export", f"export {', '.join(s.targets)}", export_cmds,
-                        {"targets": list(s.targets), "parity_images": b.parity_images,
-                         "calib_images": b.calib_images},
                         deps=("student", *(f"quantize-{r}" for r in s.recipes))))
 
     threads = s.threads or b.threads
@@ -307,8 +332,6 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
                 "--threads", threads, "--limit", b.bench_limit, "--teacher", teacher_ckpt,
                 *(["--peers", s.peers] if s.peers else []))
     stages.append(Stage("bench", f"bench every artifact ({b.bench_runs} runs, threads {threads})", [bench],
-                        {"runs": b.bench_runs, "threads": threads, "limit": b.bench_limit,
-                         "device": s.bench_device, "peers": s.peers},
                         deps=("data", "teacher", "export"),
                         extra_key={"peers": None if not s.peers else folder_fingerprint(Path(s.peers))}))
 
@@ -441,8 +464,7 @@ class StageResult:
 def run_stage(stage: Stage, root: Path, s: PipelineSettings, done: dict[str, dict], console: Console,
               index: int, total: int) -> StageResult:
     folder = root / stage.name
-    key = digest_of({"stage": stage.name, "settings": stage.settings, "extra": stage.extra_key,
-                     "deps": {d: done[d]["digest"] for d in stage.deps}})
+    key = stage_key(stage, root, s.nproc, {d: done[d]["digest"] for d in stage.deps})
     head = f"pipeline: [{index}/{total}] {stage.name}"
     record = _read_json(folder / "stage.json")
     if record and record.get("key") == key:
@@ -463,7 +485,8 @@ def run_stage(stage: Stage, root: Path, s: PipelineSettings, done: dict[str, dic
                 tmp.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "stage.json").unlink(missing_ok=True)
-    write_json_atomic(folder / "pending.json", {"key": key, "settings": stage.settings})
+    key_argv = stage.key_material(root, s.nproc)["argv"]
+    write_json_atomic(folder / "pending.json", {"key": key, "argv": key_argv})
     console.line(f"{head}: {'resuming' if resume else 'running'}: {stage.title}")
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -485,7 +508,7 @@ def run_stage(stage: Stage, root: Path, s: PipelineSettings, done: dict[str, dic
         _check_folder(s.test_data, "--test-data")
     wall = time.perf_counter() - t0
     outputs = folder_digests(folder)
-    record = {"key": key, "stage": stage.name, "title": stage.title, "settings": stage.settings,
+    record = {"key": key, "stage": stage.name, "title": stage.title, "argv": key_argv,
               "outputs": outputs, "digest": digest_of({"key": key, "outputs": outputs}),
               "wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json_atomic(folder / "stage.json", record)

@@ -174,7 +174,7 @@ def load_quantized(path: str | Path) -> QuantizedModel:
 
 def batches(dataset: torch.utils.data.Dataset, batch: int, start: int, count: int, workers: int) -> Iterator[dict]:
     """``count`` batches of the stream dataset starting at batch ``start`` (deterministic)."""
-    from training.common import StepBatchSampler
+    from facemat.data.stream import StepBatchSampler
 
     sampler = StepBatchSampler(batch, world=1, rank=0, start=start, total=start + count)
     yield from torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
@@ -182,7 +182,7 @@ def batches(dataset: torch.utils.data.Dataset, batch: int, start: int, count: in
 
 def full_view(stream: torch.utils.data.Dataset) -> torch.utils.data.Dataset:
     """The same sample stream without training crops (whole images at their rendered size)."""
-    from training.common import StreamDataset
+    from facemat.data.stream import StreamDataset
 
     if isinstance(stream, StreamDataset) and stream.crop is not None:
         return StreamDataset(stream.base, stream.indices, stream.seed, crop=None)

@@ -50,9 +50,9 @@ def run_ptq(s: PTQSettings) -> Path:
     from tqdm import tqdm
 
     from facemat.checkpoint import file_sha256, load_checkpoint
+    from facemat.data.stream import build_datasets
     from quantize.core import batches, check_sizes, convert_and_export, full_view, prepare, save_quantized
     from quantize.recipes import quantizer_description
-    from training.common import TrainSettings, build_datasets
 
     t0 = time.perf_counter()
     out = Path(s.out)
@@ -62,7 +62,7 @@ def run_ptq(s: PTQSettings) -> Path:
     write_json_atomic(out / "config.json", {**s.__dict__, "command": "quantize.ptq"})
     print(f"quantize.ptq: recipe {s.recipe}; preparing (export + {s.recipe} quantizer)", file=sys.stderr)
     prepared = prepare(student, s.recipe, qat=False, size=s.size)
-    train_set, _, _ = build_datasets(TrainSettings(data=s.data, out=s.out, size=s.size, seed=s.seed))
+    train_set, _, _ = build_datasets(s.data, s.size, s.seed)
     n_batches = -(-s.calib // s.batch)
     with torch.no_grad():
         for b in tqdm(batches(full_view(train_set), s.batch, 0, n_batches, s.workers), total=n_batches,

@@ -37,7 +37,7 @@ import torch
 
 from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import ConfigError, check_size
-from facemat.io import ensure_writable_dir, write_json_atomic
+from facemat.io import MetricsLog, ensure_writable_dir, write_json_atomic
 from quantize.recipes import RECIPES, check_recipe
 
 WEIGHTINGS = ("uncertainty", "uniform")
@@ -95,24 +95,21 @@ class QATSettings:
 
 
 def _datasets(s: QATSettings):
-    from training.common import TrainSettings, build_datasets
+    from facemat.data.stream import build_datasets
 
-    return build_datasets(TrainSettings(data=s.data, out=s.out, size=s.size, seed=s.seed,
-                                        val_count=s.val_batches * s.batch))
+    return build_datasets(s.data, s.size, s.seed, val_count=s.val_batches * s.batch)
 
 
 def _loss(s: QATSettings, qmodel, fp32, teacher, batch) -> tuple[torch.Tensor, dict[str, float]]:
-    from facemat.losses import matting_loss, uncertainty_weight, weighted_kd_l1
+    from facemat.losses import kd_objective
 
-    x, y = batch["image"], batch["alpha"]
+    x = batch["image"]
     a_q = qmodel(x)
     with torch.no_grad():
         a_t, b_t = teacher(x) if teacher is not None else (None, None)
         target = a_t if s.kd_from == "teacher" else fp32(x)
-        w = uncertainty_weight(b_t, s.kd_lambda) if s.weighting == "uncertainty" else None
-    kd = weighted_kd_l1(a_q, target, w)
-    matte = matting_loss(a_q, y)
-    return kd + s.gamma * matte, {"kd": kd.item(), "matte": matte.item()}
+    b = b_t if s.weighting == "uncertainty" else None
+    return kd_objective(a_q, target, batch["alpha"], b, lam=s.kd_lambda, gamma=s.gamma)
 
 
 def run_qat(s: QATSettings) -> Path:
@@ -131,7 +128,6 @@ def run_qat(s: QATSettings) -> Path:
         set_observers,
     )
     from quantize.recipes import quantizer_description
-    from training.common import MetricsLog
 
     t0 = time.perf_counter()
     torch.manual_seed(s.seed)

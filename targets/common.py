@@ -11,7 +11,8 @@ Each target module (``targets.executorch``, ``targets.coreml``, ``targets.tflite
   without running it (delegation, op set, weight precision, I/O spec);
 * ``load_runner(path, io, threads=None) -> Runner``: load the saved file in its
   own runtime; raises :class:`RuntimeUnavailable` where this platform cannot
-  run it (Core ML on Linux). The bench harness reuses these runners.
+  run it (Core ML on Linux). Other packages open an artifact by its manifest
+  entry with :func:`targets.open_artifact`, which picks the module.
 
 Export-only rewrites (layout, fixed resolution) live in :mod:`targets.wrappers`;
 the model is never forked.
@@ -21,13 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from facemat.errors import FaceMatError
+from facemat.errors import ConfigError, FaceMatError
 
 TARGETS = ("executorch", "coreml", "tflite", "onnx")
 
@@ -89,6 +90,27 @@ class IOSpec:
     def output_shape(self) -> list[int]:
         s = self.size
         return [1, 1, s, s] if self.layout == "NCHW" else [1, s, s, 1]
+
+    @classmethod
+    def from_model(cls, model: nn.Module, layout: str = "NCHW", input_kind: str = "tensor") -> IOSpec:
+        """The I/O contract the model declares (``input_spec()`` / ``output_spec()``), in ``layout``.
+
+        Args:
+            model: a registry model; its first output is the one that ships (alpha).
+            layout: ``"NCHW"`` or ``"NHWC"``, for input and output alike.
+            input_kind: ``"tensor"``, or ``"image"`` for a Core ML image input.
+        """
+        inp, out = model.input_spec(), model.output_spec()[0]
+        return cls(input_name=inp.name, output_name=out.name, size=int(inp.shape[-1]), layout=layout,
+                   input_kind=input_kind)
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any]) -> IOSpec:
+        """The contract a manifest entry records (the inverse of :meth:`to_manifest`)."""
+        inp = entry["input"]
+        size = inp["shape"][2] if inp["layout"] == "NCHW" else inp["shape"][1]
+        return cls(input_name=inp["name"], output_name=entry["outputs"][0]["name"], size=int(size),
+                   layout=inp["layout"], input_kind=inp.get("kind", "tensor"))
 
     def to_manifest(self, dtype: str = "float32") -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """``(input spec, [output spec])`` as written into manifest.json."""
@@ -204,3 +226,74 @@ class SimpleRunner:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return from_layout(self.invoke(self.prepare(image)), self.io.layout)
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The line of a converter's exception worth showing: MLIR's last ``error:`` line, else the first line."""
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    err = next((ln for ln in reversed(lines) if "error:" in ln), None)
+    return (err or (lines[0] if lines else type(exc).__name__))[:limit]
+
+
+# --------------------------------------------------------------------------- job checks
+
+
+def check_precision(who: str, precision: str, offered: Sequence[str]) -> None:
+    """Refuse a precision the target does not build (``who`` starts the message, e.g. ``"onnx"``)."""
+    if precision not in offered:
+        raise ConfigError(f"{who}: precision {precision!r} is not offered; choose one of {', '.join(offered)}")
+
+
+def check_io(job: ExportJob, source: Source, who: str, layouts: Sequence[str] = ("NCHW", "NHWC"),
+             input_kinds: Sequence[str] = ("tensor",)) -> None:
+    """Refuse an I/O contract the target cannot present, or one whose size is not the model's."""
+    if job.io.layout not in layouts or job.io.input_kind not in input_kinds:
+        raise ConfigError(f"{who}: I/O layout {job.io.layout!r} with input kind {job.io.input_kind!r} is not "
+                          f"offered; choose layout {' or '.join(layouts)} with input kind {' or '.join(input_kinds)}")
+    if job.io.size != source.size:
+        raise ConfigError(f"{who}: I/O size {job.io.size} differs from the model's fixed size {source.size} "
+                          f"({source.path}); export at size {source.size}")
+
+
+def check_source(job: ExportJob, source: Source, who: str, needed: str) -> None:
+    """Refuse a source of the wrong kind: ``needed`` is ``"checkpoint"`` or the quantize recipe the precision needs."""
+    from quantize.core import require_recipe
+
+    if needed == "checkpoint":
+        if source.kind != "checkpoint":
+            raise ConfigError(f"{who} {job.precision}: needs the FP32 student checkpoint, got a quantized model "
+                              f"({source.path}, recipe {source.recipe!r}); pass the checkpoint it came from")
+        return
+    if source.kind != "quantized" or source.program is None:
+        raise ConfigError(f"{who} {job.precision}: needs a model quantized with recipe {needed!r} "
+                          f"(python -m quantize.ptq or quantize.qat --recipe {needed}), got the checkpoint "
+                          f"{source.path}")
+    require_recipe(source.recipe or "", needed, str(source.path))
+
+
+# --------------------------------------------------------------------------- Core ML deployment targets
+
+# Shared by targets.coreml and the ExecuTorch Core ML delegate. One default for
+# every precision, the oldest with the activation quantize ops int8 needs, so
+# the artifacts differ only in precision (same opset, same Core ML passes).
+COREML_DEFAULT_MIN_DEPLOYMENT = "iOS17"
+# Accepted deployment targets, oldest first, and their opset level (a macOS
+# release has the opset of the iOS release of the same year).
+COREML_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
+_COREML_LEVEL = {"iOS15": 0, "macOS12": 0, "iOS16": 1, "macOS13": 1, "iOS17": 2, "macOS14": 2, "iOS18": 3,
+                 "macOS15": 3}
+# Producers of an int8-stored weight in MIL: coremltools 9 emits
+# constexpr_affine_dequantize up to iOS17 and constexpr_blockwise_shift_scale
+# from iOS18; a converted PT2E program may keep an explicit ``dequantize``.
+COREML_INT8_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "dequantize")
+
+
+def coreml_min_deployment(job: ExportJob, who: str, needed: str) -> str:
+    """``options["min_deployment"]`` or the default, refused when older than ``needed`` (the precision's minimum)."""
+    name = str(job.options.get("min_deployment") or COREML_DEFAULT_MIN_DEPLOYMENT)
+    if name not in _COREML_LEVEL:
+        raise ConfigError(f"{who}: min_deployment must be one of {', '.join(COREML_TARGETS)}, got {name!r}")
+    if _COREML_LEVEL[name] < _COREML_LEVEL[needed]:
+        raise ConfigError(f"{who} {job.precision}: min_deployment {name} is too old; this precision needs "
+                          f"{needed} (or the macOS release of the same year) or newer")
+    return name

@@ -43,7 +43,22 @@ import numpy as np
 import torch
 
 from facemat.errors import ConfigError
-from targets.common import BuiltArtifact, ExportError, ExportJob, IOSpec, RuntimeUnavailable, Source, versions
+from targets.common import (
+    COREML_DEFAULT_MIN_DEPLOYMENT,
+    COREML_INT8_WEIGHT_OPS,
+    BuiltArtifact,
+    ExportError,
+    ExportJob,
+    IOSpec,
+    RuntimeUnavailable,
+    Source,
+    check_io,
+    check_precision,
+    check_source,
+    coreml_min_deployment,
+    first_line,
+    versions,
+)
 
 PRECISIONS: dict[str, str] = {"fp32": "checkpoint", "fp16": "checkpoint", "w8": "checkpoint", "w8a8": "coreml"}
 
@@ -53,19 +68,8 @@ NOT_RUN_REASON = "runtime check: macOS only (Core ML prediction needs macOS)"
 # itself (iOS15), constexpr_affine_dequantize for int8 weights (iOS16), and the
 # quantize/dequantize activation ops (iOS17).
 _MIN_TARGET = {"fp32": "iOS15", "fp16": "iOS15", "w8": "iOS16", "w8a8": "iOS17"}
-# One default for every precision, the lowest that supports all of them, so the
-# four artifacts differ only in precision (same opset, same Core ML passes) and
-# the bench compares like with like.
-DEFAULT_MIN_DEPLOYMENT = "iOS17"
-# Deployment targets accepted by ``options["min_deployment"]``, oldest first.
-_TARGET_ORDER = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
-_TARGET_LEVEL = {"iOS15": 0, "macOS12": 0, "iOS16": 1, "macOS13": 1, "iOS17": 2, "macOS14": 2, "iOS18": 3,
-                 "macOS15": 3}
+DEFAULT_MIN_DEPLOYMENT = COREML_DEFAULT_MIN_DEPLOYMENT
 
-# Producers of an int8-stored weight in MIL: coremltools 9 emits
-# constexpr_affine_dequantize up to iOS17 and constexpr_blockwise_shift_scale
-# from iOS18; a converted PT2E program may keep an explicit ``dequantize``.
-_INT8_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "dequantize")
 _CONV_OPS = ("conv", "conv_transpose")
 # coremltools writes tensors of fewer elements inline in the program, not to the weight file.
 _INLINE_LIMIT = 10
@@ -109,7 +113,7 @@ def build(job: ExportJob, source: Source) -> BuiltArtifact:
         )
     except Exception as exc:  # noqa: BLE001 - the converter raises many types
         raise ExportError(f"{job.path}: coremltools could not convert the {job.precision} model: "
-                          f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                          f"{type(exc).__name__}: {first_line(exc)}") from exc
     if job.precision == "w8":
         model = _quantize_weights(model)
     _set_metadata(model, job, source, min_name, compute)
@@ -129,43 +133,17 @@ def build(job: ExportJob, source: Source) -> BuiltArtifact:
 
 def _check_job(job: ExportJob, source: Source) -> None:
     """Refuse jobs this target cannot build, before any conversion work."""
-    from quantize.core import require_recipe
-
-    if job.precision not in PRECISIONS:
-        raise ConfigError(f"coreml: precision must be one of {', '.join(PRECISIONS)}, got {job.precision!r}")
+    check_precision("coreml", job.precision, tuple(PRECISIONS))
     if Path(job.path).suffix != ".mlpackage":
         raise ConfigError(f"{job.path}: a Core ML ML program is a folder ending in .mlpackage")
-    if job.io.layout != "NCHW":
-        raise ConfigError(f"coreml: layout must be NCHW (use input_kind='image' for camera buffers), "
-                          f"got {job.io.layout!r}")
-    if job.io.input_kind not in ("tensor", "image"):
-        raise ConfigError(f"coreml: input_kind must be 'tensor' or 'image', got {job.io.input_kind!r}")
-    if job.io.size != source.size:
-        raise ConfigError(f"coreml: io.size {job.io.size} differs from the model's size {source.size} "
-                          f"({source.path})")
-    needed = PRECISIONS[job.precision]
-    if needed == "checkpoint":
-        if source.kind != "checkpoint":
-            raise ConfigError(f"coreml {job.precision}: needs the FP32 student checkpoint, got a quantized model "
-                              f"({source.path}); pass the checkpoint it came from")
-        return
-    if source.kind != "quantized" or source.program is None:
-        raise ConfigError(f"coreml {job.precision}: needs a model quantized with recipe {needed!r} "
-                          f"(python -m quantize.ptq or quantize.qat --recipe {needed}), got the checkpoint "
-                          f"{source.path}")
-    require_recipe(source.recipe or "", needed, str(source.path))
+    # Camera buffers come in as input kind 'image' (a CVPixelBuffer), never as NHWC.
+    check_io(job, source, "coreml", layouts=("NCHW",), input_kinds=("tensor", "image"))
+    check_source(job, source, "coreml", PRECISIONS[job.precision])
 
 
 def _min_deployment(job: ExportJob) -> str:
-    """``options["min_deployment"]`` or :data:`DEFAULT_MIN_DEPLOYMENT`, checked against the precision."""
-    name = str(job.options.get("min_deployment") or DEFAULT_MIN_DEPLOYMENT)
-    if name not in _TARGET_LEVEL:
-        raise ConfigError(f"coreml: min_deployment must be one of {', '.join(_TARGET_ORDER)}, got {name!r}")
-    need = _MIN_TARGET[job.precision]
-    if _TARGET_LEVEL[name] < _TARGET_LEVEL[need]:
-        raise ConfigError(f"coreml {job.precision}: min_deployment {name} is too old; this precision needs "
-                          f"{need} (or the macOS release of the same year) or newer")
-    return name
+    """``options["min_deployment"]`` or the default, checked against the precision."""
+    return coreml_min_deployment(job, "coreml", _MIN_TARGET[job.precision])
 
 
 def _program(job: ExportJob, source: Source) -> torch.export.ExportedProgram:
@@ -178,7 +156,7 @@ def _program(job: ExportJob, source: Source) -> torch.export.ExportedProgram:
         try:
             program = torch.export.export(source.model.eval(), (example,), strict=True)
         except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"{source.path}: torch.export of the student failed: {_first_line(exc)}") from exc
+            raise ExportError(f"{source.path}: torch.export of the student failed: {first_line(exc)}") from exc
     return program.run_decompositions({})
 
 
@@ -216,7 +194,7 @@ def _quantize_weights(model):
         return cto.linear_quantize_weights(model, config=config)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"coremltools linear_quantize_weights failed: {type(exc).__name__}: "
-                          f"{_first_line(exc)}") from exc
+                          f"{first_line(exc)}") from exc
 
 
 def _pymil_ops(model) -> list:
@@ -279,7 +257,7 @@ def _save_verified(model, dest: Path, precision: str, io: IOSpec) -> dict[str, A
         try:
             model.save(str(staged))
         except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"{dest}: saving the package failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise ExportError(f"{dest}: saving the package failed: {type(exc).__name__}: {first_line(exc)}") from exc
         checks = verify_package(staged, precision, io, name=dest)
         old = None
         if dest.exists():
@@ -347,8 +325,8 @@ def verify_package(path: str | Path, precision: str, io: IOSpec, name: str | Pat
     n_conv = sum(weights.values())
     if n_conv == 0:
         problems.append("no conv op in the MIL program")
-    want = {"fp32": ("fp32",), "fp16": ("fp16",), "w8": tuple(f"int8 ({o})" for o in _INT8_WEIGHT_OPS[:2]),
-            "w8a8": tuple(f"int8 ({o})" for o in _INT8_WEIGHT_OPS)}[precision]
+    want = {"fp32": ("fp32",), "fp16": ("fp16",), "w8": tuple(f"int8 ({o})" for o in COREML_INT8_WEIGHT_OPS[:2]),
+            "w8a8": tuple(f"int8 ({o})" for o in COREML_INT8_WEIGHT_OPS)}[precision]
     wrong: Counter = Counter()
     for op in convs:
         storage = mil.weight_storage(op, "weight")
@@ -445,7 +423,7 @@ class _MilView:
             return "input"
         if value is not None:  # a const op or an inline value
             return self._dtype(vtype)
-        if src.type in _INT8_WEIGHT_OPS:
+        if src.type in COREML_INT8_WEIGHT_OPS:
             return f"{self._quantized_dtype(src)} ({src.type})"
         return f"computed ({src.type})"
 
@@ -532,10 +510,6 @@ def _io_problems(found: dict[str, Any], io: IOSpec) -> list[str]:
     if found["outputs"] != [want_out]:
         problems.append(f"outputs are {found['outputs']}, expected [{want_out}]")
     return problems
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 # --------------------------------------------------------------------------- runtime

@@ -44,6 +44,7 @@ import torch
 from facemat.errors import ConfigError
 from facemat.io import atomic_path
 from targets.common import (
+    COREML_INT8_WEIGHT_OPS,
     BuiltArtifact,
     ExportError,
     ExportJob,
@@ -51,6 +52,11 @@ from targets.common import (
     RuntimeUnavailable,
     SimpleRunner,
     Source,
+    check_io,
+    check_precision,
+    check_source,
+    coreml_min_deployment,
+    first_line,
     to_layout,
     versions,
 )
@@ -68,19 +74,12 @@ METHOD = "forward"
 
 # The ExecuTorch backend id each delegate lowers to.
 BACKEND_IDS = {"xnnpack": "XnnpackBackend", "coreml": "CoreMLBackend"}
-# Core ML minimum deployment target: one default for both precisions (as
-# targets.coreml does), the oldest that has the activation quantize ops int8 needs.
-DEFAULT_MIN_DEPLOYMENT = "iOS17"
+# The oldest Core ML deployment target each precision needs (int8: the activation quantize ops).
 _MIN_TARGET = {"fp16": "iOS15", "int8": "iOS17"}
-_TARGET_LEVEL = {"iOS15": 0, "macOS12": 0, "iOS16": 1, "macOS13": 1, "iOS17": 2, "macOS14": 2, "iOS18": 3,
-                 "macOS15": 3}
 # ExecuTorch ScalarType codes -> names, for the I/O read back from the program.
 _SCALAR_TYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool"}
 # Graph plumbing around delegate calls, not compute.
 _PLUMBING = ("getitem", "executorch_call_delegate")
-# MIL producers of an int8-stored conv weight (constexpr_* up to/after iOS18, or an explicit dequantize).
-_INT8_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "dequantize")
-
 # The runtime's own thread count (read before our first reset), and how many times we
 # replaced the process-wide pool: a runner loaded before a replacement must not run.
 _default_threads: int | None = None
@@ -135,7 +134,7 @@ def build(job: ExportJob, source: Source) -> BuiltArtifact:
     try:
         et_program = edge.to_executorch()
     except Exception as exc:  # noqa: BLE001 - exir raises many types
-        raise ExportError(f"{job.path.name}: to_executorch failed: {_first_line(exc)}") from exc
+        raise ExportError(f"{job.path.name}: to_executorch failed: {first_line(exc)}") from exc
     path = Path(job.path)
     with atomic_path(path, suffix=".tmp.pte") as tmp:
         tmp.write_bytes(et_program.buffer)
@@ -168,35 +167,16 @@ def build(job: ExportJob, source: Source) -> BuiltArtifact:
 
 def _check_job(job: ExportJob, source: Source) -> str:
     """Refuse jobs this target cannot build before any work; returns the delegate."""
-    from quantize.core import require_recipe
-
     delegate = job.delegate or DEFAULT_DELEGATE
     if delegate not in PRECISIONS_BY_DELEGATE:
         raise ConfigError(f"executorch: delegate must be one of {', '.join(PRECISIONS_BY_DELEGATE)}, "
                           f"got {delegate!r}")
     table = PRECISIONS_BY_DELEGATE[delegate]
-    if job.precision not in table:
-        raise ConfigError(f"executorch {delegate}: precision must be one of {', '.join(table)}, "
-                          f"got {job.precision!r}")
+    check_precision(f"executorch {delegate}", job.precision, tuple(table))
     if Path(job.path).suffix != ".pte":
         raise ConfigError(f"{job.path}: an ExecuTorch program is a file ending in .pte")
-    if job.io.layout not in ("NCHW", "NHWC") or job.io.input_kind != "tensor":
-        raise ConfigError(f"executorch: io must be a tensor input in layout NCHW or NHWC, got layout "
-                          f"{job.io.layout!r} and input_kind {job.io.input_kind!r}")
-    if job.io.size != source.size:
-        raise ConfigError(f"executorch: io.size {job.io.size} differs from the model's size {source.size} "
-                          f"({source.path})")
-    needed = table[job.precision]
-    if needed == "checkpoint":
-        if source.kind != "checkpoint":
-            raise ConfigError(f"executorch {delegate} {job.precision}: needs the FP32 student checkpoint, got a "
-                              f"quantized model ({source.path}); pass the checkpoint it came from")
-    else:
-        if source.kind != "quantized" or source.program is None:
-            raise ConfigError(f"executorch {delegate} {job.precision}: needs a model quantized with recipe "
-                              f"{needed!r} (python -m quantize.ptq or quantize.qat --recipe {needed}), got the "
-                              f"checkpoint {source.path}")
-        require_recipe(source.recipe or "", needed, str(source.path))
+    check_io(job, source, "executorch")
+    check_source(job, source, f"executorch {delegate}", table[job.precision])
     return delegate
 
 
@@ -216,19 +196,12 @@ def _program(job: ExportJob, source: Source) -> torch.export.ExportedProgram:
         return torch.export.export(model, (example,), strict=strict)
     except Exception as exc:  # noqa: BLE001 - dynamo raises many types
         raise ExportError(f"{source.path}: torch.export{' (strict)' if strict else ''} of the "
-                          f"{job.io.layout} model failed: {_first_line(exc)}") from exc
+                          f"{job.io.layout} model failed: {first_line(exc)}") from exc
 
 
 def _coreml_settings(job: ExportJob) -> dict[str, str]:
     """Compute precision and deployment target of a Core ML lowering (checked against the precision)."""
-    name = str(job.options.get("min_deployment") or DEFAULT_MIN_DEPLOYMENT)
-    if name not in _TARGET_LEVEL:
-        raise ConfigError(f"executorch coreml: min_deployment must be one of {', '.join(_TARGET_LEVEL)}, "
-                          f"got {name!r}")
-    need = _MIN_TARGET[job.precision]
-    if _TARGET_LEVEL[name] < _TARGET_LEVEL[need]:
-        raise ConfigError(f"executorch coreml {job.precision}: min_deployment {name} is too old; this precision "
-                          f"needs {need} or newer")
+    name = coreml_min_deployment(job, "executorch coreml", _MIN_TARGET[job.precision])
     # int8 too computes in fp16 between its quantize ops, as ExecuTorch's own Core ML PT2E recipe does.
     return {"compute_precision": "fp16", "minimum_deployment_target": name}
 
@@ -258,7 +231,7 @@ def _lower(program: torch.export.ExportedProgram, delegate: str, coreml_info: di
     try:
         return to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate, coreml_info)])
     except Exception as exc:  # noqa: BLE001 - exir and the backends raise many types
-        raise ExportError(f"{job.path.name}: lowering to the {delegate} delegate failed: {_first_line(exc)}") from exc
+        raise ExportError(f"{job.path.name}: lowering to the {delegate} delegate failed: {first_line(exc)}") from exc
 
 
 def _op_name(target: Any) -> str:
@@ -352,7 +325,7 @@ def _weight_storage(producers: dict[str, Any], op: Any, mil_pb2: Any) -> str:
     producer = producers.get(args[0].name) if args and args[0].name else None
     if producer is None:
         return "inline"
-    if producer.type in _INT8_WEIGHT_OPS:
+    if producer.type in COREML_INT8_WEIGHT_OPS:
         source = producer.inputs.get("data") or producer.inputs.get("input")
         inner = producers.get(source.arguments[0].name) if source is not None and source.arguments else None
         if inner is not None:
@@ -372,7 +345,7 @@ def _check_io(path: Path, io: IOSpec) -> dict[str, Any]:
     try:
         meta = Runtime.get().load_program(path).metadata(METHOD)
     except Exception as exc:  # noqa: BLE001 - the runtime raises RuntimeError with a code
-        raise ExportError(f"{path}: the saved program does not load in the ExecuTorch runtime: {_first_line(exc)}") \
+        raise ExportError(f"{path}: the saved program does not load in the ExecuTorch runtime: {first_line(exc)}") \
             from exc
 
     def tensors(count: int, get) -> list[dict[str, Any]]:
@@ -459,19 +432,15 @@ def verify_bundled(path: str | Path, rtol: float = 1e-5, atol: float = 1e-4) -> 
     try:
         bundle = _load_bundled_program_from_buffer(data)
     except RuntimeError as exc:
-        raise ExportError(f"{path}: the bundled program does not load: {_first_line(exc)}") from exc
+        raise ExportError(f"{path}: the bundled program does not load: {first_line(exc)}") from exc
     for suite in suites:
         for i in range(len(suite.test_cases)):
             try:
                 bundle.verify_result_with_bundled_expected_output(suite.method_name, i, rtol, atol)
             except RuntimeError as exc:
                 raise ExportError(f"{path}: bundled test case {i} of {suite.method_name!r} differs from its "
-                                  f"expected output (rtol {rtol:g}, atol {atol:g}): {_first_line(exc)}") from exc
+                                  f"expected output (rtol {rtol:g}, atol {atol:g}): {first_line(exc)}") from exc
     return sum(len(s.test_cases) for s in suites)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 # --------------------------------------------------------------------------- runtime

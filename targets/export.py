@@ -265,7 +265,9 @@ def export_one(plan: Plan, src: Source, s: ExportSettings, refs: _References, ou
     mod = target_module(plan.target)
     staging = out / ".staging"
     staging.mkdir(parents=True, exist_ok=True)
-    io = IOSpec(size=src.size, layout=plan.layout, input_kind=plan.input_kind)
+    io = IOSpec.from_model(src.model, layout=plan.layout, input_kind=plan.input_kind)
+    if io.size != src.size:
+        raise ExportError(f"{src.path}: built for input size {src.size}, but its FP32 model declares {io.size}")
     options: dict[str, Any] = {"allow_portable": s.allow_portable}
     if s.min_deployment:
         options["min_deployment"] = s.min_deployment

@@ -44,6 +44,9 @@ from targets.common import (
     Runner,
     SimpleRunner,
     Source,
+    check_io,
+    check_precision,
+    first_line,
     to_layout,
     versions,
 )
@@ -125,18 +128,12 @@ def build(job: ExportJob, source: Source) -> BuiltArtifact:
 
 
 def _check_job(job: ExportJob, source: Source) -> None:
-    if job.precision not in PRECISIONS:
-        raise ConfigError(f"onnx: precision {job.precision!r} is not offered; choose one of {sorted(PRECISIONS)}")
+    check_precision("onnx", job.precision, tuple(PRECISIONS))
     if source.kind != "checkpoint":
         raise ConfigError(f"onnx {job.precision}: got a quantized source ({source.path}, recipe "
                           f"{source.recipe!r}); ONNX int8 is made from the checkpoint by onnxruntime's quantizer: "
                           "pass the FP32 student checkpoint instead")
-    if job.io.layout not in ("NCHW", "NHWC") or job.io.input_kind != "tensor":
-        raise ConfigError(f"onnx: I/O layout {job.io.layout!r} with input kind {job.io.input_kind!r} is not offered; "
-                          "the ONNX artifact takes a float tensor (layout 'NCHW' or 'NHWC', input kind 'tensor')")
-    if job.io.size != source.size:
-        raise ConfigError(f"onnx: I/O size {job.io.size} differs from the model's fixed size {source.size} "
-                          f"({source.path}); export at size {source.size}")
+    check_io(job, source, "onnx")
 
 
 def _export_fp32(model: torch.nn.Module, io: IOSpec) -> Any:
@@ -153,11 +150,11 @@ def _export_fp32(model: torch.nn.Module, io: IOSpec) -> Any:
         program = torch.onnx.export(net, (example,), None, dynamo=True, verbose=False,
                                     input_names=[io.input_name], output_names=[io.output_name])
     except Exception as exc:  # the exporter raises many types
-        raise ExportError(f"onnx: torch.onnx.export failed: {_first_line(exc)}") from exc
+        raise ExportError(f"onnx: torch.onnx.export failed: {first_line(exc)}") from exc
     try:
         simplified, ok = onnxsim.simplify(program.model_proto)
     except Exception as exc:
-        raise ExportError(f"onnx: onnxsim.simplify failed: {_first_line(exc)}") from exc
+        raise ExportError(f"onnx: onnxsim.simplify failed: {first_line(exc)}") from exc
     if not ok:
         raise ExportError("onnx: onnxsim.simplify produced a model whose outputs differ from the exported one; "
                           "report it with the onnxsim version, or export without simplification")
@@ -230,7 +227,7 @@ def _quantize_int8(fp32: Any, io: IOSpec, calib: list[np.ndarray], reduce_range:
                             # full chunk without merging its ranges.
                             calibrate_method=CalibrationMethod.MinMax)
         except Exception as exc:  # the quantizer raises many types
-            raise ExportError(f"onnx int8: onnxruntime quantization failed: {_first_line(exc)}") from exc
+            raise ExportError(f"onnx int8: onnxruntime quantization failed: {first_line(exc)}") from exc
         model = _drop_unused_opsets(onnx.load_model(str(q_path)))
         fused = _ort_fused_ops(q_path)
     stats = conv_quantization(model)
@@ -314,7 +311,7 @@ def _verify_file(path: Path, io: IOSpec, precision: str) -> dict[str, Any]:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # ValidationError, InferenceError
-        raise ExportError(f"onnx {precision}: the saved model fails onnx.checker: {_first_line(exc)}") from exc
+        raise ExportError(f"onnx {precision}: the saved model fails onnx.checker: {first_line(exc)}") from exc
     model = onnx.load_model(str(path))
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         raise ExportError(f"onnx {precision}: weights were written to an external data file; this target ships "
@@ -345,10 +342,6 @@ def _histogram(model: Any) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
 
 
-def _first_line(exc: BaseException) -> str:
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:300]
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -377,7 +370,7 @@ def load_runner(path: str | Path, io: IOSpec, threads: int | None = None) -> Run
     try:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own Fail, InvalidGraph, ...
-        raise ExportError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
+        raise ExportError(f"{path}: onnxruntime cannot load it: {first_line(exc)}") from exc
     names = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
     if names != ([io.input_name], [io.output_name]):
         raise ExportError(f"{path}: inputs/outputs {names} differ from the expected "

@@ -9,6 +9,7 @@ import torch
 
 from facemat.losses import (
     gradient_l1,
+    kd_objective,
     l1_loss,
     laplace_nll,
     laplacian_l1,
@@ -113,3 +114,20 @@ def test_matting_loss_is_zero_only_for_a_perfect_match():
     y = torch.rand(2, 1, 32, 32)
     assert matting_loss(y, y).item() == 0.0
     assert matting_loss(y.flip(-1), y).item() > 0.01
+
+
+def test_kd_objective_is_weighted_kd_plus_gamma_matte_in_float32():
+    g = torch.Generator().manual_seed(0)
+    a_s, a_t, gt = (torch.rand(2, 1, 64, 64, generator=g) for _ in range(3))
+    b = torch.rand(2, 1, 64, 64, generator=g) + 0.05
+    loss, parts = kd_objective(a_s, a_t, gt, b, lam=2.0, gamma=0.25)
+    kd = weighted_kd_l1(a_s, a_t, uncertainty_weight(b, 2.0))
+    assert loss.item() == pytest.approx((kd + 0.25 * matting_loss(a_s, gt)).item(), rel=1e-6)
+    assert parts == pytest.approx({"kd": kd.item(), "matte": matting_loss(a_s, gt).item()})
+    # No scale, or lambda 0: uniform weights.
+    uniform = weighted_kd_l1(a_s, a_t).item()
+    assert kd_objective(a_s, a_t, gt, None)[1]["kd"] == pytest.approx(uniform)
+    assert kd_objective(a_s, a_t, gt, b, lam=0.0)[1]["kd"] == pytest.approx(uniform)
+    # A bf16 forward (autocast) is scored in float32.
+    low, _ = kd_objective(a_s.bfloat16(), a_t.bfloat16(), gt, b.bfloat16())
+    assert low.dtype == torch.float32

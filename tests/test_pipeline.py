@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from facemat.errors import ConfigError
-from facemat.pipeline import BUDGETS, PipelineSettings, RunLock, build_stages, digest_of, folder_digests
+from facemat.pipeline import BUDGETS, PipelineSettings, RunLock, build_stages, folder_digests, stage_key
 
 pytestmark = pytest.mark.slow
 
@@ -95,8 +95,7 @@ def test_interrupted_training_stage_resumes_from_last_checkpoint(tmp_path: Path)
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     done = {n: json.loads((out / n / "stage.json").read_text()) for n in ("data", "teacher")}
-    key = digest_of({"stage": "student", "settings": stages["student"].settings,
-                     "extra": stages["student"].extra_key, "deps": {"teacher": done["teacher"]["digest"]}})
+    key = stage_key(stages["student"], out, settings.nproc, {"teacher": done["teacher"]["digest"]})
     (out / "student" / "pending.json").write_text(json.dumps({"key": key}))
     proc = run_cli("--out", str(out), "--budget", "tiny", "--targets", "onnx", "--until", "student")
     assert "student: resuming" in proc.stdout
@@ -147,7 +146,8 @@ def test_other_test_faces_do_not_retrain(tmp_path: Path):
     a = {st.name: st for st in build_stages(PipelineSettings(out=str(tmp_path)), tmp_path)}
     b = {st.name: st for st in build_stages(PipelineSettings(out=str(tmp_path), test_data=str(test_dir)), tmp_path)}
     for name in ("teacher", "student", "quantize-xnnpack", "export"):
-        assert (a[name].settings, a[name].deps, a[name].extra_key) == (b[name].settings, b[name].deps,
-                                                                       b[name].extra_key), name
+        assert (a[name].key_material(tmp_path, 1), a[name].deps) == (b[name].key_material(tmp_path, 1),
+                                                                     b[name].deps), name
         assert "data" not in a[name].deps
-    assert a["data"].settings != b["data"].settings and "data" in a["evaluate"].deps and "data" in a["bench"].deps
+    assert a["data"].key_material(tmp_path, 1) != b["data"].key_material(tmp_path, 1)
+    assert "data" in a["evaluate"].deps and "data" in a["bench"].deps

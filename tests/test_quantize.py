@@ -205,10 +205,10 @@ def test_compare_settings_errors(ckpts):
 def test_calibration_sees_whole_images_not_training_crops():
     # Moving-average observers fed with crops clipped full-frame activations;
     # calibration therefore runs on the uncropped stream.
+    from facemat.data.stream import build_datasets
     from quantize.core import full_view
-    from training.common import TrainSettings, build_datasets
 
-    train, _, _ = build_datasets(TrainSettings(size=64, render_size=128, val_count=1, out="x"))
+    train, _, _ = build_datasets("synth", size=64, seed=0, render_size=128, val_count=1)
     whole = full_view(train)
     assert train[3]["image"].shape[-1] == 64
     assert whole[3]["image"].shape[-1] == 128

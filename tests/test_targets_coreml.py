@@ -210,9 +210,9 @@ def _fake_quantized(ckpt_source: Source, recipe: str) -> Source:
         ("w8a8", "coreml", {"options": {"min_deployment": "iOS16"}},
          r"coreml w8a8: min_deployment iOS16 is too old; this precision needs iOS17"),
         ("fp32", "checkpoint", {"options": {"min_deployment": "ios17"}}, r"min_deployment must be one of iOS15, "),
-        ("int4", "checkpoint", {}, r"precision must be one of fp32, fp16, w8, w8a8, got 'int4'"),
-        ("fp32", "checkpoint", {"layout": "NHWC"}, r"layout must be NCHW"),
-        ("fp32", "checkpoint", {"input_kind": "video"}, r"input_kind must be 'tensor' or 'image'"),
+        ("int4", "checkpoint", {}, r"precision 'int4' is not offered; choose one of fp32, fp16, w8, w8a8"),
+        ("fp32", "checkpoint", {"layout": "NHWC"}, r"I/O layout 'NHWC' with input kind 'tensor' is not offered; choose layout NCHW"),
+        ("fp32", "checkpoint", {"input_kind": "video"}, r"input kind 'video' is not offered; choose layout NCHW with input kind tensor or image"),
     ],
 )
 def test_config_errors(tmp_path: Path, ckpt_source: Source, precision: str, source_kind: str, kw: dict,
@@ -227,7 +227,7 @@ def test_path_and_size_errors(tmp_path: Path, ckpt_source: Source):
     with pytest.raises(ConfigError, match=r"m.mlmodel: a Core ML ML program is a folder ending in .mlpackage"):
         coreml.build(_job(tmp_path / "m.mlmodel", "fp32"), ckpt_source)
     job = ExportJob(target="coreml", precision="fp32", path=tmp_path / "m.mlpackage", io=IOSpec(size=128))
-    with pytest.raises(ConfigError, match=r"io.size 128 differs from the model's size 64"):
+    with pytest.raises(ConfigError, match=r"I/O size 128 differs from the model's fixed size 64"):
         coreml.build(job, ckpt_source)
 
 

@@ -227,8 +227,8 @@ def _tiny_program() -> torch.export.ExportedProgram:
     "precision, delegate, kind, recipe, options, path, message",
     [
         ("fp32", "qnn", "checkpoint", None, {}, "m.pte", "delegate must be one of xnnpack, coreml, got 'qnn'"),
-        ("fp16", None, "checkpoint", None, {}, "m.pte", "executorch xnnpack: precision must be one of fp32, int8"),
-        ("fp32", "coreml", "checkpoint", None, {}, "m.pte", "executorch coreml: precision must be one of fp16, int8"),
+        ("fp16", None, "checkpoint", None, {}, "m.pte", "executorch xnnpack: precision 'fp16' is not offered; choose one of fp32, int8"),
+        ("fp32", "coreml", "checkpoint", None, {}, "m.pte", "executorch coreml: precision 'fp32' is not offered; choose one of fp16, int8"),
         ("fp32", None, "checkpoint", None, {}, "m.tflite", r"m\.tflite: an ExecuTorch program is a file ending in"),
         ("int8", None, "checkpoint", None, {}, "m.pte",
          "xnnpack int8: needs a model quantized with recipe 'xnnpack'"),
@@ -258,11 +258,11 @@ def test_config_errors_before_any_lowering(tmp_path: Path, precision, delegate, 
 def test_io_contract_errors(tmp_path: Path):
     source = _hand_source(tmp_path)
     image = dataclasses.replace(_job(tmp_path / "m.pte", "fp32"), io=IOSpec(size=SIZE, input_kind="image"))
-    with pytest.raises(ConfigError, match="io must be a tensor input in layout NCHW or NHWC, got layout 'NCHW' and "
-                                          "input_kind 'image'"):
+    with pytest.raises(ConfigError, match="I/O layout 'NCHW' with input kind 'image' is not offered; choose layout "
+                                          "NCHW or NHWC with input kind tensor"):
         et.build(image, source)
     small = dataclasses.replace(_job(tmp_path / "m.pte", "fp32"), io=IOSpec(size=32))
-    with pytest.raises(ConfigError, match="io.size 32 differs from the model's size 64"):
+    with pytest.raises(ConfigError, match="I/O size 32 differs from the model's fixed size 64"):
         et.build(small, source)
     with pytest.raises(ConfigError, match="threads must be >= 1"):
         et.load_runner(tmp_path / "m.pte", IOSpec(size=SIZE), threads=0)

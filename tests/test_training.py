@@ -212,8 +212,9 @@ def test_evaluate_cli_errors(tmp_path: Path, disc_folder: Path):
 
 
 def test_synth_stream_trains_on_deterministic_crops_of_full_renders():
+    from facemat.data.stream import StreamDataset, build_datasets
     from facemat.data.synth import SynthDataset
-    from training.common import StreamDataset, TrainSettings, build_datasets
+    from training.common import TrainSettings
 
     render = SynthDataset(100, seed=3, size=128)
     stream = StreamDataset(render, None, seed=3, crop=64)
@@ -226,7 +227,7 @@ def test_synth_stream_trains_on_deterministic_crops_of_full_renders():
              and torch.equal(full["image"][:, y:y + 64, x:x + 64], item["image"])]
     assert found
     assert torch.equal(stream[7]["image"], item["image"])  # deterministic per index
-    train, val, desc = build_datasets(TrainSettings(size=64, render_size=128, val_count=2, out="x"))
+    train, val, desc = build_datasets("synth", size=64, seed=0, render_size=128, val_count=2)
     assert train[0]["image"].shape[-1] == 64 and val[0]["image"].shape[-1] == 128
     with pytest.raises(ConfigError, match="--render-size must be a multiple of 32 and >= --size"):
         TrainSettings(size=128, render_size=96, out="x")

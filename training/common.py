@@ -2,11 +2,8 @@
 
 What it guarantees:
 
-* **Deterministic data by step.** Batch ``s`` on rank ``r`` holds the stream
-  indices ``s*B*W + r*B + j`` (``B`` per-rank batch, ``W`` world size). The
-  generator renders index ``g`` on demand; a folder maps ``g`` to a per-epoch
-  permutation and seeds its augmentation by ``(seed, epoch, index)``. Resuming
-  therefore only needs the step counter to restore the data position.
+* **Deterministic data by step** (:mod:`facemat.data.stream`): resuming only
+  needs the step counter to restore the data position.
 * **Exact resume.** ``last.pt`` carries the model, optimizer, scheduler, RNG
   states, step and best score; on CPU a resumed run ends with the same weights
   as an uninterrupted one.
@@ -28,22 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from facemat.checkpoint import read_checkpoint, save_checkpoint, unwrap
+from facemat.data.stream import GENERATED, StepBatchSampler, build_datasets
 from facemat.errors import CheckpointError, ConfigError, DataError, check_size
-from facemat.io import ensure_writable_dir, json_text, read_json, read_jsonl, write_json_atomic, write_text_atomic
+from facemat.io import MetricsLog, ensure_writable_dir, read_json, write_json_atomic
 from facemat.safety import finite_float
-
-# Data made on the fly (see facemat.data.real.SOURCES): the procedural generator,
-# real training faces with generated occluders, or half of each.
-GENERATED = ("synth", "real", "mix")
-
-# The generator is an endless stream; any index below this renders a new face.
-SYNTH_STREAM_LENGTH = 2**31 - 1
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -96,91 +86,6 @@ class TrainSettings:
 
 # Settings that may change between an interrupted run and its resume.
 RESUMABLE_CHANGES = {"out", "resume", "steps", "workers", "log_every", "val_every", "ckpt_every", "device"}
-
-
-# --------------------------------------------------------------------------- data
-
-
-class StreamDataset(torch.utils.data.Dataset):
-    """Maps a global stream index to a sample of the underlying dataset.
-
-    For the generator the stream index is the sample index; when ``crop`` is
-    smaller than the rendered size, a random ``crop x crop`` window (seeded by
-    ``(seed, g)``) is cut out, so the net trains cheaply at the pixel scale it
-    will run at. For a folder of ``N`` training items, index ``g`` is item
-    ``perm_e[g % N]`` of epoch ``e = g // N``, with a per-epoch permutation
-    seeded by ``(seed, e)`` (the folder loader does its own scale-and-crop).
-    """
-
-    def __init__(self, base: torch.utils.data.Dataset, indices: list[int] | None, seed: int, crop: int | None = None):
-        self.base = base
-        self.indices = indices  # None: the generator, every index is valid
-        self.seed = seed
-        self.crop = crop
-
-    def __len__(self) -> int:
-        return SYNTH_STREAM_LENGTH
-
-    def __getitem__(self, g: int) -> dict[str, Any]:
-        if self.indices is None:
-            item = self.base[g]
-            h, w = item["image"].shape[-2:]
-            if self.crop is None or (h, w) == (self.crop, self.crop):
-                return item
-            rng = np.random.default_rng([self.seed, g, 1])
-            y, x = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
-            window = (slice(None), slice(y, y + self.crop), slice(x, x + self.crop))
-            return {**item, "image": item["image"][window].contiguous(), "alpha": item["alpha"][window].contiguous()}
-        n = len(self.indices)
-        epoch, pos = divmod(g, n)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(n)
-        self.base.set_epoch(epoch)  # this process's copy; read synchronously below
-        return self.base[self.indices[perm[pos]]]
-
-
-class StepBatchSampler(torch.utils.data.Sampler):
-    """Yields the index lists of steps ``start .. total-1`` for one rank."""
-
-    def __init__(self, batch: int, world: int, rank: int, start: int, total: int):
-        self.batch, self.world, self.rank, self.start, self.total = batch, world, rank, start, total
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start)
-
-    def __iter__(self):
-        for step in range(self.start, self.total):
-            first = step * self.batch * self.world + self.rank * self.batch
-            yield list(range(first, first + self.batch))
-
-
-def build_datasets(s: TrainSettings) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, str]:
-    """The training stream and the held-out validation set, plus a description."""
-    if s.data in GENERATED:
-        from facemat.data.real import SourceDataset
-
-        render = SourceDataset(s.data, SYNTH_STREAM_LENGTH, seed=s.seed, size=s.render_size, split="train")
-        train = StreamDataset(render, None, s.seed, crop=s.size)
-        val = SourceDataset(s.data, s.val_count, seed=s.seed, size=s.render_size, split="val")
-        return train, val, (f"{s.data} (on the fly, {s.size}x{s.size} crops of {s.render_size}x{s.render_size} "
-                            f"renders); val: {s.data} split 'val', {s.val_count} full {s.render_size}x{s.render_size} "
-                            "samples")
-
-    from facemat.data.folder import MattingFolder
-
-    folder = MattingFolder(s.data, size=s.size, augment=True, seed=s.seed)
-    if s.val_data is not None:
-        val = MattingFolder(s.val_data, size=s.size)
-        train_idx = list(range(len(folder)))
-        where = f"{s.val_data} ({len(val)} samples)"
-    else:
-        n = len(folder)
-        n_val = min(s.val_count, max(1, n // 10))
-        if n - n_val < 1:
-            raise ConfigError(f"--data: {s.data} holds {n} sample(s); need at least 2 to hold one out for validation")
-        train_idx = list(range(n - n_val))
-        val = torch.utils.data.Subset(MattingFolder(s.data, size=s.size), list(range(n - n_val, n)))
-        where = f"last {n_val} samples of {s.data} (held out)"
-    return StreamDataset(folder, train_idx, s.seed), val, f"{s.data} ({len(train_idx)} training samples); val: {where}"
 
 
 def cpu_has_bf16() -> bool:
@@ -289,23 +194,6 @@ def _prepare_out(s: TrainSettings, resolved: dict[str, Any]) -> Path | None:
     return last
 
 
-class MetricsLog:
-    """``metrics.jsonl`` appender (enabled on rank 0 only)."""
-
-    def __init__(self, path: Path, enabled: bool, keep_until: int | None):
-        self.path, self.enabled = path, enabled
-        if enabled and keep_until is not None and path.exists():
-            # Drop records written after the checkpoint we resume from: they
-            # will be produced again, identically.
-            kept = [r for r in read_jsonl(path) if r.get("step", 0) <= keep_until]
-            write_text_atomic(path, "".join(json_text(r, sort_keys=True) + "\n" for r in kept))
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json_text(record, sort_keys=True) + "\n")
-
-
 @dataclass
 class TrainResult:
     out: Path
@@ -352,7 +240,8 @@ def train(
         ensure_writable_dir(out)
 
     torch.manual_seed(s.seed)
-    train_set, val_set, data_desc = build_datasets(s)
+    train_set, val_set, data_desc = build_datasets(s.data, s.size, s.seed, render_size=s.render_size,
+                                                   val_data=s.val_data, val_count=s.val_count)
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.warmup, s.steps))

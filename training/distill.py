@@ -23,7 +23,7 @@ from torch import nn
 
 from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import ConfigError
-from facemat.losses import matting_loss, uncertainty_weight, weighted_kd_l1
+from facemat.losses import kd_objective, matting_loss
 from training.common import TrainResult, TrainSettings, add_common_args, common_settings, train, validate
 
 KD_MODES = ("uncertainty", "uniform", "none")
@@ -61,15 +61,13 @@ def distill_loss(settings: DistillSettings, teacher: nn.Module | None):
     lam = settings.kd_lambda if settings.kd == "uncertainty" else 0.0
 
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        alpha = model(batch["image"]).float()
-        matte = matting_loss(alpha, batch["alpha"])
+        alpha = model(batch["image"])
         if teacher is None:
+            matte = matting_loss(alpha.float(), batch["alpha"])
             return matte, {"matte": matte.item()}
         with torch.no_grad():
             a_t, b_t = teacher(batch["image"])
-        w = uncertainty_weight(b_t.float(), lam) if lam > 0 else None
-        kd = weighted_kd_l1(alpha, a_t.float(), w)
-        return kd + settings.gamma * matte, {"kd": kd.item(), "matte": matte.item()}
+        return kd_objective(alpha, a_t, batch["alpha"], b_t, lam=lam, gamma=settings.gamma)
 
     return loss_fn
 
