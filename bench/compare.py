@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.format import fmt_ms, fmt_ratio, fmt_threads, is_num
+from bench.markdown import md_escape
 from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError
 from facemat.safety import refuse_overwrite
@@ -50,13 +52,9 @@ class _Cell:
     sad: float | None = None
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _sad(row: dict[str, Any]) -> float | None:
     v = (((row.get("accuracy") or {}).get("gt") or {}).get("overall") or {}).get("sad")
-    return float(v) if _num(v) else None
+    return float(v) if is_num(v) else None
 
 
 def _cell(row: dict[str, Any]) -> _Cell:
@@ -64,7 +62,7 @@ def _cell(row: dict[str, Any]) -> _Cell:
         return _Cell()
     lat = row.get("latency_ms") or {}
     for kind in ("median", "mean"):
-        if _num(lat.get(kind)):
+        if is_num(lat.get(kind)):
             return _Cell(float(lat[kind]), kind, _sad(row))
     return _Cell(sad=_sad(row))
 
@@ -72,27 +70,19 @@ def _cell(row: dict[str, Any]) -> _Cell:
 def _rank(row: dict[str, Any]) -> tuple:
     """Which of several rows for one artifact x threads a report shows: ok, then measured here, then medians."""
     lat = row.get("latency_ms") or {}
-    return (row.get("status") != "ok", (row.get("source") or "measured") != "measured", not _num(lat.get("median")))
-
-
-def _fmt_ms(v: float) -> str:
-    return f"{v:.{3 if v < 1 else 2 if v < 100 else 1}f}"
+    return (row.get("status") != "ok", (row.get("source") or "measured") != "measured", not is_num(lat.get("median")))
 
 
 def _latency_text(c: _Cell) -> str:
     if c.ms is None:
         return MISSING
-    return _fmt_ms(c.ms) + (MEAN_MARK if c.kind == "mean" else "")
+    return fmt_ms(c.ms) + (MEAN_MARK if c.kind == "mean" else "")
 
 
 def _ratio(a: float | None, b: float | None, mark: str = "") -> str:
     if a is None or b is None or a == 0:
         return MISSING
-    return f"{b / a:.2f}{mark}"
-
-
-def _threads(t: Any) -> str:
-    return "default" if t is None else str(t)
+    return fmt_ratio(b / a) + mark
 
 
 def _labels(paths: Sequence[str], reports: Sequence[dict[str, Any]]) -> list[str]:
@@ -104,10 +94,6 @@ def _labels(paths: Sequence[str], reports: Sequence[dict[str, Any]]) -> list[str
         folder = path.parent.name if path.name == "report.json" else path.name
         out.append(n if names.count(n) == 1 else f"{n} ({folder})")
     return [o if out.count(o) == 1 else f"{o} #{i + 1}" for i, o in enumerate(out)]
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|")
 
 
 def compare_reports(paths: Sequence[str | Path]) -> str:
@@ -140,7 +126,7 @@ def compare_reports(paths: Sequence[str | Path]) -> str:
             if key not in keys:
                 keys.append(key)
             if key in chosen:
-                doubled.append(f"{label}: {key[0]} x {_threads(key[1])}")
+                doubled.append(f"{label}: {key[0]} x {fmt_threads(key[1])}")
                 if _rank(row) >= _rank(chosen[key]):
                     continue
             chosen[key] = row
@@ -159,13 +145,13 @@ def compare_reports(paths: Sequence[str | Path]) -> str:
     lines = ["# Bench comparison", ""]
     for label, p, rep in zip(labels, paths, reports):
         dev = rep.get("device") or {}
-        lines.append(f"- **{_md(label)}**: {_md(p)}; {_md(dev.get('description') or 'no description')}; "
-                     f"{_md(rep.get('date') or 'undated')}")
-    lines += ["", "| " + " | ".join(_md(h) for h in head) + " |",
+        lines.append(f"- **{md_escape(label)}**: {md_escape(p)}; {md_escape(dev.get('description') or 'no description')}; "
+                     f"{md_escape(rep.get('date') or 'undated')}")
+    lines += ["", "| " + " | ".join(md_escape(h) for h in head) + " |",
               "|---|---|" + "---:|" * (len(head) - 2)]
     any_mean = False
     for key in keys:
-        row = [_md(key[0]), _threads(key[1])]
+        row = [md_escape(key[0]), fmt_threads(key[1])]
         per = [c.get(key, _Cell()) for c in cells]
         for c in per:
             row.append(_latency_text(c))
@@ -192,7 +178,7 @@ def compare_reports(paths: Sequence[str | Path]) -> str:
     if doubled:
         notes.append("Several rows for one artifact x threads (e.g. measured and ingested, or two devices); shown: "
                      "the ok one measured here first, else one with a median: " + "; ".join(doubled) + ".")
-    lines += [f"- {_md(n)}" for n in notes]
+    lines += [f"- {md_escape(n)}" for n in notes]
     return "\n".join(lines) + "\n"
 
 

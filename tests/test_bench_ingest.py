@@ -13,15 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.ingest import (
-    IngestSettings,
-    main,
-    parse_benchmark_model,
-    parse_executor_runner,
-    parse_log,
-    parse_xcode,
-    run_ingest,
-)
+from bench.ingest import IngestSettings, main, run_ingest
+from bench.ingest_parsers import parse_benchmark_model, parse_executor_runner, parse_log, parse_xcode
 from facemat.cli import run_main
 from facemat.errors import ConfigError, DataError
 

@@ -13,7 +13,7 @@ import torch
 from facemat.checkpoint import save_checkpoint
 from facemat.errors import ConfigError
 from facemat.models import build_model
-from targets import parity, tflite
+from targets import parity, tflite, tflite_rewrites
 from targets.common import ExportError, ExportJob, IOSpec, Source
 from targets.source import from_checkpoint, from_quantized
 from tests.conftest import warm_bn
@@ -156,7 +156,7 @@ def test_int8_rewrites_keep_the_program_outputs(litert_int8: Source):
     want = litert_int8.program.module()(x)
 
     gm = litert_int8.program.module()
-    n = tflite.unfold_int8_weights(gm)
+    n = tflite_rewrites.unfold_int8_weights(gm)
     assert n > 0
     for node in gm.graph.nodes:  # no dequantize reads an int8 constant any more
         if node.op == "call_function" and node.target == qd.dequantize_per_channel.default:
@@ -174,7 +174,7 @@ def test_int8_rewrites_keep_the_program_outputs(litert_int8: Source):
     cat.replace_input_with(dequant, float_src)
     gm.graph.eliminate_dead_code()  # drops that dequantize; the conv's one is left
     gm.recompile()
-    assert tflite.route_float_uses(gm) == 1
+    assert tflite_rewrites.route_float_uses(gm) == 1
     assert list(float_src.users) == [quant]
     # The concat now reads the conv's existing dequantize node; no new node was made.
     assert len(quant.users) == 1 and next(iter(quant.users)) in cat.args[0]
@@ -182,7 +182,7 @@ def test_int8_rewrites_keep_the_program_outputs(litert_int8: Source):
     gm.recompile()
     assert torch.equal(gm(x), want)
 
-    assert tflite.float_output(gm) == 1
+    assert tflite_rewrites.float_output(gm) == 1
     gm.recompile()
     assert torch.equal(gm(x), want)  # relu on alpha >= 0 is an identity
 
@@ -198,7 +198,7 @@ def _quantized_source(student: Source, recipe: str) -> Source:
         ("int8", {}, "checkpoint", r"tflite int8: got an FP32 checkpoint .* --recipe litert"),
         ("int8", {}, "xnnpack", r"quantized with recipe 'xnnpack', but this target needs recipe 'litert'"),
         ("fp32", {}, "litert", r"tflite fp32: got a quantized source .*pass that instead"),
-        ("w8", {}, "checkpoint", r"precision 'w8' is not offered; choose one of \['fp16', 'fp32', 'int8'\]"),
+        ("w8", {}, "checkpoint", r"precision 'w8' is not offered; choose one of fp32, fp16, int8"),
         ("fp32", {"size": 128}, "checkpoint", r"I/O size 128 differs from the model's fixed size 64"),
         ("fp32", {"input_kind": "image"}, "checkpoint", r"input kind 'image' is not offered"),
         ("fp32", {"layout": "NCWH"}, "checkpoint", r"I/O layout 'NCWH'"),
