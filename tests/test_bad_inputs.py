@@ -31,7 +31,7 @@ import torch
 
 from facemat.checkpoint import save_checkpoint
 from facemat.models import build_model
-from tests.conftest import warm_bn, write_disc_folder
+from tests.helpers import warm_bn, write_disc_folder
 from tests.hostile import (Payload, checkpoint_variant, hostile_quantized, manifest_variant, png_declaring)
 
 pytestmark = pytest.mark.slow

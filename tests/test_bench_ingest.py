@@ -238,7 +238,6 @@ def _args(tmp_path: Path, manifest: Path, *extra: str, log: str = "benchmark_mod
 
 
 def test_cli_creates_report_and_replaces_row(tmp_path, manifest):
-    pytest.importorskip("bench.report")
     out = tmp_path / "reports" / "pixel8"
     assert run_main(main, _args(tmp_path, manifest)) == 0
     report = json.loads((out / "report.json").read_text())
@@ -269,7 +268,6 @@ def test_cli_creates_report_and_replaces_row(tmp_path, manifest):
 
 
 def test_cli_executor_runner_into_existing_report(tmp_path, manifest):
-    pytest.importorskip("bench.report")
     run_ingest(IngestSettings(format="benchmark_model", log=str(LOGS / "benchmark_model_litert.log"),
                               artifact="tflite-int8", device="pixel8", out=str(tmp_path / "r"),
                               manifest=str(manifest)))

@@ -13,7 +13,7 @@ import torch
 from facemat.checkpoint import save_checkpoint
 from facemat.errors import CheckpointError, ConfigError
 from facemat.models import build_model
-from tests.conftest import warm_bn
+from tests.helpers import warm_bn
 
 
 @pytest.fixture(scope="module")

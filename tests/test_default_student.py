@@ -17,7 +17,7 @@ import torch
 from facemat.checkpoint import save_checkpoint
 from facemat.errors import ConfigError
 from facemat.models import build_model
-from tests.conftest import warm_bn
+from tests.helpers import warm_bn
 
 SIZE = 128
 

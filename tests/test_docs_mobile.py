@@ -20,7 +20,7 @@ import torch
 from facemat.checkpoint import save_checkpoint
 from facemat.models import build_model
 from targets.export import ExportSettings, run_export
-from tests.conftest import warm_bn
+from tests.helpers import warm_bn
 
 pytestmark = pytest.mark.slow
 

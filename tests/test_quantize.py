@@ -15,7 +15,7 @@ from facemat.models import build_model
 from quantize.core import fold_batchnorm, load_quantized, require_recipe
 from quantize.ptq import PTQSettings, run_ptq
 from quantize.qat import QATSettings, run_qat
-from tests.conftest import warm_bn
+from tests.helpers import warm_bn
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    from tests.conftest import write_disc_folder
+    from tests.helpers import write_disc_folder
 
     return write_disc_folder(tmp_path_factory.mktemp("d") / "discs", count=12)
 

@@ -47,7 +47,7 @@ def test_pt2_payload_in_sample_inputs_refused_before_torch_runs_it(pt2, tmp_path
 
 
 def test_metrics_log_survives_a_torn_last_line(tmp_path):
-    from training.common import MetricsLog
+    from facemat.io import MetricsLog
 
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')

@@ -21,7 +21,7 @@ from facemat.models import build_model
 from targets import coreml
 from targets.common import ExportError, ExportJob, IOSpec, RuntimeUnavailable, Source
 from targets.source import from_checkpoint
-from tests.conftest import warm_bn
+from tests.helpers import warm_bn
 
 SIZE = 64
 ON_MAC = sys.platform == "darwin"
@@ -43,7 +43,7 @@ def coreml_ptq(tmp_path_factory, student: Path) -> Source:
     """A Core ML-recipe PTQ result (the Core ML quantizer's prepare takes ~90 s here)."""
     from quantize.ptq import PTQSettings, run_ptq
     from targets.source import from_quantized
-    from tests.conftest import write_disc_folder
+    from tests.helpers import write_disc_folder
 
     root = tmp_path_factory.mktemp("cmq")
     discs = write_disc_folder(root / "discs", count=8)

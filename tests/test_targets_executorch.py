@@ -24,7 +24,7 @@ from targets import executorch as et
 from targets.common import ExportError, ExportJob, IOSpec, RuntimeUnavailable, Source
 from targets.parity import check, measure, parity_images, torch_outputs
 from targets.source import from_checkpoint, from_quantized
-from tests.conftest import warm_bn
+from tests.helpers import warm_bn
 
 SIZE = 64
 
@@ -37,7 +37,7 @@ def student(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def discs(tmp_path_factory) -> Path:
-    from tests.conftest import write_disc_folder
+    from tests.helpers import write_disc_folder
 
     return write_disc_folder(tmp_path_factory.mktemp("etd") / "discs", count=12)
 

@@ -16,7 +16,7 @@ from targets.common import ExportError
 from targets.export import ExportSettings, main, plan_matrix, run_export
 from targets.manifest import artifact_sha256, read_manifest, update_manifest, verify_entry
 from targets.parity import check, compare
-from tests.conftest import warm_bn
+from tests.helpers import warm_bn
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from targets import onnx as target
 from targets.common import ExportError, ExportJob, IOSpec, Source
 from targets.parity import THRESHOLDS, check, measure, parity_images, torch_outputs
 from targets.source import from_checkpoint
-from tests.conftest import warm_bn
+from tests.helpers import warm_bn
 
 SIZE = 64
 IO = IOSpec(size=SIZE)

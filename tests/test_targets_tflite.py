@@ -16,7 +16,7 @@ from facemat.models import build_model
 from targets import parity, tflite, tflite_rewrites
 from targets.common import ExportError, ExportJob, IOSpec, Source
 from targets.source import from_checkpoint, from_quantized
-from tests.conftest import warm_bn
+from tests.helpers import warm_bn
 
 SIZE = 64
 FACES = 8
@@ -33,7 +33,7 @@ def student(tmp_path_factory) -> Source:
 @pytest.fixture(scope="module")
 def litert_int8(tmp_path_factory, student: Source) -> Source:
     from quantize.ptq import PTQSettings, run_ptq
-    from tests.conftest import write_disc_folder
+    from tests.helpers import write_disc_folder
 
     root = tmp_path_factory.mktemp("ptq")
     discs = write_disc_folder(root / "discs", count=12)

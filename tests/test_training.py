@@ -14,7 +14,7 @@ import torch
 
 from facemat.checkpoint import load_checkpoint, read_checkpoint
 from facemat.errors import CheckpointError, ConfigError
-from tests.conftest import write_disc_folder
+from tests.helpers import write_disc_folder
 from training.distill import DistillSettings, train_student
 from training.evaluate import EvaluateSettings, evaluate
 from training.teacher import TeacherSettings, train_teacher
