@@ -1,4 +1,9 @@
-"""Shared command-line plumbing: error reporting and the ``--debug`` flag.
+"""Shared command-line plumbing: flags built from a settings dataclass, error reporting, ``--debug``.
+
+Settings are declared once, as dataclass fields; :func:`flag` attaches the help
+text (and choices) to a field, :func:`add_settings_args` turns those fields into
+``--kebab-case`` flags with the field's type and default, and
+:func:`settings_from_args` builds the dataclass back from the parsed flags.
 
 User mistakes (``FaceMatError``, argparse usage errors) and failed file
 operations (an ``OSError`` naming its file: read-only folder, disk full) print
@@ -10,13 +15,14 @@ exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from facemat.errors import ConfigError, FaceMatError
-from facemat.safety import LIMITS_HELP, finite_float  # noqa: F401 - finite_float is the float type for flags
+from facemat.safety import LIMITS_HELP, finite_float
 
 # Library loggers whose warnings are known noise on this toolchain (torchao's
 # optional CUDA kernels that a CPU wheel cannot load; torch's pytree deprecation
@@ -36,6 +42,56 @@ class ArgumentParser(argparse.ArgumentParser):
     def format_help(self) -> str:
         """argparse's help, ending with the input limits every command enforces (facemat.safety)."""
         return f"{super().format_help().rstrip()}\n\n{LIMITS_HELP}\n"
+
+
+def flag(default: Any = dataclasses.MISSING, *, help: str, choices: Sequence[Any] | None = None,
+         required: bool = False) -> Any:
+    """A settings field that is also a command-line flag.
+
+    Args:
+        default: the field's default (omit for a required setting).
+        help: the flag's help text; ``%(default)s`` works as in argparse.
+        choices: allowed values, checked by the parser as well as by the dataclass.
+        required: the flag must be given even though the field has a default
+            (a field without a default is always required).
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "required": required})
+
+
+_TYPES = {"int": int, "float": finite_float, "str": str}
+
+
+def add_settings_args(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
+    """Add a ``--name`` flag for every field of dataclass ``cls`` declared with :func:`flag`.
+
+    The flag's type comes from the field's annotation (``int``, ``float``,
+    ``str``, ``X | None``; ``bool`` becomes a ``store_true`` switch), its default
+    from the field. Fields without :func:`flag` metadata, and those in ``skip``,
+    are not flags.
+    """
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata or f.name in skip:
+            continue
+        name = "--" + f.name.replace("_", "-")
+        annotation = str(f.type).split("|")[0].strip()
+        kwargs: dict[str, Any] = {"help": f.metadata["help"], "dest": f.name}
+        if annotation == "bool":
+            parser.add_argument(name, action="store_true", **kwargs)
+            continue
+        kwargs["type"] = _TYPES[annotation]
+        if f.metadata["choices"] is not None:
+            kwargs["choices"] = f.metadata["choices"]
+        if f.default is dataclasses.MISSING or f.metadata["required"]:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
+        parser.add_argument(name, **kwargs)
+
+
+def settings_from_args(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
+    """``cls(**parsed flags, **extra)``: every field :func:`add_settings_args` made a flag, plus ``extra``."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**given, **extra})
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:

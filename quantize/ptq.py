@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from facemat.cli import ArgumentParser, add_debug_flag, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, add_settings_args, flag, run_main, settings_from_args
 from facemat.errors import ConfigError, check_size
 from facemat.io import ensure_writable_dir, write_json_atomic
 from quantize.recipes import RECIPES, check_recipe
@@ -22,15 +22,17 @@ from quantize.recipes import RECIPES, check_recipe
 
 @dataclass(frozen=True)
 class PTQSettings:
-    student: str
-    recipe: str
-    out: str
-    data: str = "synth"
-    calib: int = 64
-    batch: int = 8
-    size: int = 128
-    seed: int = 1
-    workers: int = 1
+    """Settings of ``python -m quantize.ptq``; each field is its ``--flag``."""
+
+    student: str = flag(help="FP32 student checkpoint")
+    recipe: str = flag(help="target quantizer", choices=RECIPES)
+    out: str = flag(help="output folder")
+    data: str = flag("synth", help="'synth' or a dataset folder (calibration images)")
+    calib: int = flag(64, help="calibration images (default %(default)s)")
+    batch: int = flag(8, help="calibration batch (default %(default)s)")
+    size: int = flag(128, help="calibration resolution (multiple of 32)")
+    seed: int = flag(1, help="seed of the calibration images")
+    workers: int = flag(1, help="data-loading worker processes")
 
     def __post_init__(self) -> None:
         check_recipe(self.recipe)
@@ -95,19 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Post-training (calibration-only) int8 quantization of a FaceMat student with a target's "
         "PT2E quantizer. Writes model.pt2, recipe.json and config.json to --out (same format as quantize.qat).",
     )
-    parser.add_argument("--student", required=True, help="FP32 student checkpoint")
-    parser.add_argument("--data", default="synth", help="'synth' or a dataset folder (calibration images)")
-    parser.add_argument("--recipe", required=True, choices=RECIPES, help="target quantizer")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--calib", type=int, default=64, help="calibration images (default 64)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=128, help="calibration resolution (multiple of 32)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1)
+    add_settings_args(parser, PTQSettings)
     add_debug_flag(parser)
-    a = parser.parse_args(argv)
-    run_ptq(PTQSettings(student=a.student, recipe=a.recipe, out=a.out, data=a.data, calib=a.calib, batch=a.batch,
-                        size=a.size, seed=a.seed, workers=a.workers))
+    run_ptq(settings_from_args(PTQSettings, parser.parse_args(argv)))
     return 0
 
 

@@ -35,7 +35,7 @@ from typing import Sequence
 
 import torch
 
-from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, add_settings_args, flag, run_main, settings_from_args
 from facemat.errors import ConfigError, check_size
 from facemat.io import MetricsLog, ensure_writable_dir, write_json_atomic
 from quantize.recipes import RECIPES, check_recipe
@@ -46,24 +46,29 @@ KD_SOURCES = ("student", "teacher")
 
 @dataclass(frozen=True)
 class QATSettings:
-    student: str
-    recipe: str
-    out: str
-    teacher: str | None = None
-    data: str = "synth"
-    weighting: str = "uncertainty"
-    kd_from: str = "teacher"
-    steps: int = 300
-    lr: float = 5e-5
-    batch: int = 8
-    size: int = 128
-    calib: int = 8
-    freeze_at: float = 0.0
-    kd_lambda: float = 1.0
-    gamma: float = 0.5
-    seed: int = 1
+    """Settings of ``python -m quantize.qat``; each field declared with :func:`flag` is its ``--flag``."""
+
+    student: str = flag(help="FP32 student checkpoint (training.distill)")
+    recipe: str = flag(help="target quantizer", choices=RECIPES)
+    out: str = flag(help="output folder")
+    teacher: str | None = flag(None, help="teacher checkpoint (needed for --weighting uncertainty)")
+    data: str = flag("synth", help="'synth' or a dataset folder")
+    weighting: str = flag("uncertainty", choices=WEIGHTINGS,
+                          help="uncertainty: w = 1 + lambda*b/mean(b); uniform: plain QAT (ablation)")
+    kd_from: str = flag("teacher", choices=KD_SOURCES,
+                        help="distillation target: the teacher (default) or the FP32 student being quantized")
+    steps: int = flag(300, help="QAT steps")
+    lr: float = flag(5e-5, help="Adam learning rate (cosine decay)")
+    batch: int = flag(8, help="training batch (default %(default)s)")
+    size: int = flag(128, help="training resolution (multiple of 32)")
+    calib: int = flag(8, help="calibration batches of whole images at the model's size, before training")
+    freeze_at: float = flag(0.0, help="fraction of the QAT steps during which observers keep adapting (default 0: "
+                                      "ranges fixed by the calibration)")
+    kd_lambda: float = flag(1.0, help="lambda of the uncertainty weight")
+    gamma: float = flag(0.5, help="weight of ground-truth terms")
+    seed: int = flag(1, help="seed of init, data and crops")
     val_batches: int = 4
-    workers: int = 1
+    workers: int = flag(1, help="data-loading worker processes")
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -221,41 +226,15 @@ def run_qat(s: QATSettings) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    d = QATSettings.__dataclass_fields__
     parser = ArgumentParser(
         prog="python -m quantize.qat",
         description="Quantization-aware training of a FaceMat student with the PT2E flow and a target's "
         "quantizer, distilling from the teacher (or the FP32 student) with the teacher's uncertainty as "
         "spatial weight. Writes model.pt2 (converted, batch 1), recipe.json, config.json and metrics.jsonl to --out.",
     )
-    parser.add_argument("--student", required=True, help="FP32 student checkpoint (training.distill)")
-    parser.add_argument("--teacher", help="teacher checkpoint (needed for --weighting uncertainty)")
-    parser.add_argument("--data", default="synth", help="'synth' or a dataset folder")
-    parser.add_argument("--recipe", required=True, choices=RECIPES, help="target quantizer")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--weighting", default="uncertainty", choices=WEIGHTINGS,
-                        help="uncertainty: w = 1 + lambda*b/mean(b); uniform: plain QAT (ablation)")
-    parser.add_argument("--kd-from", default=d["kd_from"].default, choices=KD_SOURCES,
-                        help="distillation target: the teacher (default) or the FP32 student being quantized")
-    parser.add_argument("--steps", type=int, default=d["steps"].default, help="QAT steps")
-    parser.add_argument("--lr", type=finite_float, default=d["lr"].default, help="Adam learning rate (cosine decay)")
-    parser.add_argument("--batch", type=int, default=d["batch"].default)
-    parser.add_argument("--size", type=int, default=d["size"].default, help="training resolution (multiple of 32)")
-    parser.add_argument("--calib", type=int, default=d["calib"].default,
-                        help="calibration batches of whole images at the model's size, before training")
-    parser.add_argument("--freeze-at", type=finite_float, default=d["freeze_at"].default,
-                        help="fraction of the QAT steps during which observers keep adapting (default 0: ranges "
-                             "fixed by the calibration)")
-    parser.add_argument("--kd-lambda", type=finite_float, default=d["kd_lambda"].default)
-    parser.add_argument("--gamma", type=finite_float, default=d["gamma"].default, help="weight of ground-truth terms")
-    parser.add_argument("--seed", type=int, default=d["seed"].default)
-    parser.add_argument("--workers", type=int, default=d["workers"].default)
+    add_settings_args(parser, QATSettings)
     add_debug_flag(parser)
-    a = parser.parse_args(argv)
-    run_qat(QATSettings(student=a.student, recipe=a.recipe, out=a.out, teacher=a.teacher, data=a.data,
-                        weighting=a.weighting, kd_from=a.kd_from, steps=a.steps, lr=a.lr, batch=a.batch,
-                        size=a.size, calib=a.calib, freeze_at=a.freeze_at, kd_lambda=a.kd_lambda, gamma=a.gamma,
-                        seed=a.seed, workers=a.workers))
+    run_qat(settings_from_args(QATSettings, parser.parse_args(argv)))
     return 0
 
 
