@@ -2,7 +2,8 @@
 
 MediaPipe Face Mesh (``face_landmark.tflite``, 192x192) and BlazeFace
 (``face_detection_short_range.tflite``, 128x128) are extracted from the
-mediapipe wheel by ``python -m facemat.pretrained.fetch``. They run in
+mediapipe wheel by ``python -m facemat.pretrained.fetch --what models`` into
+``CACHE/mediapipe`` (pass that folder as ``--peers``). They run in
 the same LiteRT interpreter, at the same thread count, in the same bench run, as
 the student's ``.tflite`` artifacts. Only latency is measured (they solve other
 tasks).

@@ -69,8 +69,8 @@ class BenchSettings:
             if p is not None and not Path(p).is_file():
                 raise ConfigError(f"{flag}: {p} is not a file")
         if self.peers is not None and not Path(self.peers).is_dir():
-            raise ConfigError(f"--peers: {self.peers} is not a folder (fill one with "
-                              "python -m facemat.pretrained.fetch)")
+            raise ConfigError(f"--peers: {self.peers} is not a folder (python -m facemat.pretrained.fetch "
+                              "--what models fills CACHE/mediapipe)")
 
 
 def available_cores() -> int:

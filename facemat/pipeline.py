@@ -146,7 +146,7 @@ class PipelineSettings:
                 raise ConfigError(f"{flag}: {value} is not a folder (give a dataset folder or 'synth')")
         if self.peers is not None and not Path(self.peers).is_dir():
             raise ConfigError(f"--peers: {self.peers} is not a folder "
-                              "(fill one with python -m facemat.pretrained.fetch)")
+                              "(python -m facemat.pretrained.fetch --what models fills CACHE/mediapipe)")
         if self.quantize not in (None, "ptq", "qat"):
             raise ConfigError(f"--quantize must be ptq or qat, got {self.quantize!r}")
         if self.weighting not in ("uncertainty", "uniform"):
