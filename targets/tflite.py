@@ -170,6 +170,10 @@ class _Signature(nn.Module):
         self.model = model
         self.input_name = io.input_name
         self.output_name = io.output_name
+        # Convert in eval mode (litert-torch warns on a training-mode module). The flag
+        # only: exported int8 graphs refuse .eval(), and the FP32 model is already in eval.
+        for m in self.modules():
+            m.training = False
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         return {self.output_name: self.model(inputs[self.input_name])}

@@ -15,7 +15,6 @@ from typing import Any
 from torch import nn
 
 from facemat.errors import ConfigError
-from facemat.models.selfie import SelfieConfig, SelfieStudent, SelfieTeacher
 from facemat.models.matting import (
     FaceMatStudent,
     FaceMatTeacher,
@@ -23,6 +22,7 @@ from facemat.models.matting import (
     TensorSpec,
     check_input,
 )
+from facemat.models.selfie import SelfieConfig, SelfieStudent, SelfieTeacher
 
 __all__ = [
     "FaceMatStudent",

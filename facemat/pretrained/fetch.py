@@ -20,9 +20,7 @@ package redistributes, so they stay in the cache and are never committed.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
 import subprocess
 import sys
