@@ -1,4 +1,4 @@
-"""Guards for files the tool is handed: nothing in them is trusted (DESIGN.md §11).
+"""Guards for files the tool is handed: nothing in them is trusted (docs/design.md, "Inputs are not trusted").
 
 * model files are data: :func:`check_pt2_archive` refuses a ``.pt2`` whose
   entries differ from what ``torch.export.save`` writes, before torch reads it;
