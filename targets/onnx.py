@@ -142,7 +142,7 @@ def _export_fp32(model: torch.nn.Module, io: IOSpec) -> Any:
 
     from targets.wrappers import NHWC
 
-    net = NHWC(model.eval()) if io.layout == "NHWC" else model.eval()
+    net = (NHWC(model) if io.layout == "NHWC" else model).eval()  # the wrapper too: export in eval mode
     example = torch.rand(*io.input_shape(), generator=torch.Generator().manual_seed(0))  # in io.layout
     try:
         # f=None keeps the program in memory: saving through torch writes weights
