@@ -231,3 +231,28 @@ def test_synth_stream_trains_on_deterministic_crops_of_full_renders():
     assert train[0]["image"].shape[-1] == 64 and val[0]["image"].shape[-1] == 128
     with pytest.raises(ConfigError, match="--render-size must be a multiple of 32 and >= --size"):
         TrainSettings(size=128, render_size=96, out="x")
+
+
+def test_kd_ablation_runs_each_arm_per_seed_and_reports_mean_and_sd(tmp_path: Path, teacher_run: Path,
+                                                                  disc_folder: Path):
+    from training.ablation import main as ablation_main
+
+    out = tmp_path / "abl"
+    argv = ["--teacher", str(teacher_run / "best.pt"), "--out", str(out), "--eval", str(disc_folder),
+            "--seeds", "1,2", "--arms", "uniform", "--", "--data", str(disc_folder), "--steps", "2", "--batch", "2",
+            "--size", "64", "--val-every", "2", "--ckpt-every", "2", "--workers", "0", "--val-count", "2"]
+    assert ablation_main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    row = report["rows"]["uniform"][str(disc_folder)]
+    sads = [json.loads((out / f"uniform-seed{s}" / "eval.json").read_text())["bands"]["overall"]["sad"]
+            for s in (1, 2)]
+    assert row["sad"]["mean"] == pytest.approx(np.mean(sads)) and row["sad"]["n"] == 2
+    assert row["sad"]["sd"] == pytest.approx(np.std(sads, ddof=1))
+    assert row["mesh_oval_iou"] is not None and 0.0 <= row["mesh_oval_iou"] <= 1.0
+    # A finished run is reused, not trained again.
+    stamp = (out / "uniform-seed1" / "best.pt").stat().st_mtime_ns
+    assert ablation_main(argv) == 0
+    assert (out / "uniform-seed1" / "best.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="--arms"):
+        ablation_main(["--teacher", str(teacher_run / "best.pt"), "--out", str(out), "--eval", str(disc_folder),
+                       "--arms", "bogus"])
