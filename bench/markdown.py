@@ -48,7 +48,33 @@ def render_markdown(report: dict) -> str:
     tables, remarks = build_tables(report)
     for t in tables:
         lines += _md_table(t)
+    if report.get("baseline"):
+        lines += ["## Quality beside the mesh-oval baseline", ""] + baseline_lines(report["baseline"]) + [""]
     notes = list(report.get("notes") or []) + remarks
     if notes:
         lines += ["## Notes", ""] + [f"- {md_escape(n)}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+def baseline_lines(baseline: dict | None) -> list[str]:
+    """Markdown table: IoU and SAD of each model and of ``mesh-oval`` (all / occluded / unoccluded images),
+    with each model's IoU gain over the baseline; one line when the baseline could not run."""
+    if not baseline:
+        return []
+    if "error" in baseline:
+        return [md_escape(baseline["error"])]
+    groups = ("all", "occluded", "unoccluded")
+    base = baseline.get("mesh-oval", {})
+    head = "| model | " + " | ".join(f"IoU {g} | gain {g}" for g in groups) + " | SAD all |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(groups))]
+    for name, split in baseline.items():
+        cells = []
+        for g in groups:
+            v, b = split.get(g), base.get(g)
+            cells.append("-" if v is None else f"{v['iou']:.4f} ({v['images']})")
+            cells.append("-" if v is None or b is None or name == "mesh-oval" else f"{v['iou'] - b['iou']:+.4f}")
+        sad = split.get("all", {}).get("sad")
+        lines.append(f"| {md_escape(name)} | " + " | ".join(cells) + f" | {'-' if sad is None else f'{sad:.4f}'} |")
+    lines += ["", "mesh-oval: MediaPipe Face Mesh's 36 face-oval landmarks filled as a polygon, what a filter app "
+              "already computes (no occlusion handling); (n) = images; gain = IoU minus mesh-oval's."]
+    return lines

@@ -142,6 +142,54 @@ def load_bench_data(s: BenchSettings, size: int) -> tuple[np.ndarray, np.ndarray
     return np.stack(imgs).astype(np.float32), np.stack(alphas).astype(np.float32), ids, desc
 
 
+def occlusion_flags(s: BenchSettings, ids: list[str], size: int) -> list[bool] | None:
+    """Which bench images are occluded (occluders hide >= 1 % of the skin), or None when unknown.
+
+    Synth test faces carry it in their sample record; a folder in its ``meta.jsonl``
+    (the generators write it; a user's folder may have none).
+    """
+    from facemat.evaluation import OCCLUDED_MIN, read_occlusion
+
+    if s.data == "synth":
+        from facemat.data.synth import render_sample
+
+        return [render_sample(s.seed, i, size, "test").meta["occluded_fraction"] >= OCCLUDED_MIN
+                for i in range(len(ids))]
+    flags = read_occlusion(s.data, ids)
+    return None if flags is None else [flags[i] for i in ids]
+
+
+def baseline_scores(images: np.ndarray, gts: np.ndarray, occluded: list[bool] | None,
+                    models: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Each model's overall scores beside the ``mesh-oval`` baseline's, all / occluded / unoccluded.
+
+    Args:
+        images: ``N x 3 x S x S`` float32 RGB in [0, 1]; gts: ``N x S x S`` ground truth.
+        occluded: per-image flags, or None (then only ``all``).
+        models: name -> alphas ``N x S x S``.
+
+    Returns:
+        ``{"mesh-oval": {group: {metric: mean, "images": n}}, "<model>": {...}, ...}``, or
+        ``{"error": reason}`` when Face Mesh cannot be had (no network for its first fetch).
+    """
+    from facemat.evaluation import SplitScores
+
+    try:
+        from facemat.pretrained.facemesh import FaceMesh
+
+        mesh = FaceMesh()
+    except Exception as exc:  # report the reason, do not lose the bench
+        return {"error": f"mesh-oval baseline not available: {str(exc).splitlines()[0] if str(exc) else exc}"}
+    splits = {"mesh-oval": SplitScores(), **{name: SplitScores() for name in models}}
+    for i in range(len(images)):
+        flag = None if occluded is None else occluded[i]
+        rgb = (images[i].transpose(1, 2, 0) * 255.0).round().astype(np.uint8)
+        splits["mesh-oval"].add(mesh.oval(rgb), gts[i], flag)
+        for name, outs in models.items():
+            splits[name].add(outs[i], gts[i], flag)
+    return {name: sc.summary() for name, sc in splits.items()}
+
+
 def score(outs: np.ndarray, ref: np.ndarray, gts: np.ndarray, bvals: np.ndarray | None) -> dict[str, Any]:
     """Per-band means over images (:class:`facemat.evaluation.BandScores`) against ground truth and FP32.
 
@@ -308,6 +356,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
     t_start = time.perf_counter()
     rows: list[Row] = []
     pictures_out: dict[str, np.ndarray] = {}
+    model_outs: dict[str, np.ndarray] = {"fp32-reference": ref_out}
     ref_acc = score(ref_out, ref_out, gts, bvals)
     import torch
 
@@ -344,6 +393,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
                 row.accuracy = score(outs, ref_out, gts, bvals)
                 if th == threads[0]:
                     pictures_out[aid] = outs[: s.pictures]
+                    model_outs[aid] = outs
             rows.append(row)
             bar.update()
         for name, path in peer_files.items():
@@ -358,6 +408,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
                 bar.update()
         bar.close()
     row_dicts = [r.to_dict() for r in rows]
+    baseline = baseline_scores(images, gts, occlusion_flags(s, ids, size), model_outs)
     report = {
         "format": FORMAT,
         "device": {"name": s.device, **device_description()},
@@ -375,6 +426,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
         "rows": row_dicts,
         "ratios": _ratios(row_dicts),
         "peers": _peer_ratios(row_dicts),
+        "baseline": baseline,
         "notes": _notes(row_dicts, ref_where),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
@@ -447,6 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       checkpoint=a.checkpoint, peers=a.peers, profile=a.profile, pictures=a.pictures,
                       only=tuple(a.only), seed=a.seed)
     report = run_bench(s)
+    from bench.markdown import baseline_lines
+
+    print("\n".join(baseline_lines(report.get("baseline"))))
     print(f"bench.run: {len(report['rows'])} rows in {s.out}/report.json, report.md, report.html", file=sys.stderr)
     return 0
 

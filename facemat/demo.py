@@ -40,8 +40,11 @@ from facemat.errors import CheckpointError, ConfigError, DataError
 from facemat.io import atomic_path, write_bytes_atomic, write_json_atomic
 from facemat.safety import check_frame_pixels, check_image_pixels
 
-BUNDLED_STUDENT = Path(__file__).resolve().parent / "weights" / "student-synth.pt"
-"""The shipped ``student`` (trained from scratch on the procedural faces; ~1 MB, 256 x 256 input)."""
+BUNDLED_STUDENT = Path(__file__).resolve().parent / "weights" / "student.pt"
+"""The shipped ``student`` (256 x 256 input; distilled from :data:`BUNDLED_TEACHER` on procedural faces and
+real photos with generated occluders; see docs/pretrained.md and docs/results.md)."""
+BUNDLED_TEACHER = Path(__file__).resolve().parent / "weights" / "teacher.pt"
+"""The shipped ``teacher-selfie`` (alpha and uncertainty ``b``), started from MediaPipe's selfie segmenter."""
 
 EFFECTS = ("tint", "smooth", "cartoon")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")

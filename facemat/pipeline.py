@@ -553,6 +553,20 @@ def summary_lines(root: Path) -> list[str]:
         lines.append(f"{row['artifact']:<28} {str(row.get('threads', '')):>3} {num(lat, '10.3f')} "
                      f"{num(gt.get('sad'), '7.3f')} {num(gt.get('iou'), '6.3f')} {num(fp.get('mse'), '12.2e')}  "
                      f"{row.get('status', '')}")
+    base = report.get("baseline") or {}
+    if "error" in base:
+        lines.append(base["error"])
+    elif "mesh-oval" in base:
+        # What a filter app already has: Face Mesh's face oval as a mask (no occlusion handling).
+        oval = base["mesh-oval"]
+        lines.append(f"{'mesh-oval (baseline)':<28} {'':>3} {'':>10} {oval['all']['sad']:7.3f} "
+                     f"{oval['all']['iou']:6.3f} {'':>12}  ok")
+        for name, split in base.items():
+            if name == "mesh-oval":
+                continue
+            gains = [f"{g} {split[g]['iou'] - oval[g]['iou']:+.3f} ({split[g]['images']} img)"
+                     for g in ("all", "occluded", "unoccluded") if g in split and g in oval]
+            lines.append(f"IoU over mesh-oval, {name}: " + ", ".join(gains))
     for peer in report.get("peers") or []:
         ratio = peer.get("student_over_peer")
         if isinstance(ratio, (int, float)):

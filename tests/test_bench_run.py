@@ -73,6 +73,15 @@ def test_bench_measures_scores_and_reports_every_artifact(exported, tmp_path: Pa
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2 * (3 + 3 * 2)  # input, gt, fp32, uncertainty + per artifact
     assert "coreml-fp32" in (out / "report.md").read_text()
+    # The mesh-oval baseline is scored on the same images, beside each measured model.
+    base = report["baseline"]
+    assert set(base) == {"mesh-oval", "fp32-reference", "onnx-fp32", "onnx-int8", "tflite-fp32"}
+    assert base["mesh-oval"]["all"]["images"] == 3 and 0 <= base["mesh-oval"]["all"]["iou"] <= 1
+    # The synth test faces say which are occluded: the split covers every image once.
+    split = base["onnx-int8"]
+    assert sum(split.get(g, {}).get("images", 0) for g in ("occluded", "unoccluded")) == 3
+    assert split["all"]["sad"] == pytest.approx(rows[("onnx-int8", 1)]["accuracy"]["gt"]["overall"]["sad"])
+    assert "Quality beside the mesh-oval baseline" in (out / "report.md").read_text()
 
 
 def test_bench_refuses_a_changed_artifact_before_running(exported, tmp_path: Path):

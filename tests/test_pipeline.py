@@ -57,6 +57,8 @@ def test_tiny_chain_runs_every_stage_and_prints_the_report(tiny_run):
     assert "pipeline: [1/6] data: running" in proc.stdout
     assert "pipeline: [6/6] bench: done" in proc.stdout
     assert "onnx-int8" in proc.stdout and "median ms" in proc.stdout
+    # The baseline a filter app already has sits in the summary beside the artifacts.
+    assert "mesh-oval (baseline)" in proc.stdout and "IoU over mesh-oval, onnx-int8" in proc.stdout
     assert f"report: {out / 'bench' / 'report.html'}" in proc.stdout
 
 
