@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from facemat.data.synth import (
-    SEMI_MIN_AREA,
     Sample,
     _check_seed,
     _check_size,
@@ -45,9 +44,8 @@ from facemat.data.synth import (
     augment,
     occlude,
     render_sample,
-    sample_id,
     sample_rng,
-    semi_transparent_fraction,
+    sample_record,
 )
 from facemat.data.synth_face import Pose, render_face
 from facemat.data.synth_occluders import sample_occluders
@@ -222,25 +220,11 @@ def render_real(seed: int, index: int, size: int = 256, split: str = "train", gr
         image, gt = np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(gt[:, ::-1])
     out, aug = augment(rng, image)
     alpha = cv2.convertScaleAbs(gt, alpha=255.0)
-    skin_area = float(skin.sum())
-    occluded = 1.0 - float(gt.sum()) / skin_area if skin_area > 0 else 0.0
-    semi = semi_transparent_fraction(alpha)
-    kinds = [o.kind for o in occluders]
     meta: dict[str, Any] = {
-        "id": sample_id(split, index),
-        "split": split,
-        "index": int(index),
-        "seed": int(seed),
-        "size": int(size),
+        **sample_record(seed, index, size, split, gt, float(skin.sum()), alpha, occluders),
         "source": "real" if group == "train" else "real-holdout",
         "face": face.spec.name,
         "photo": face.spec.photo,
-        "occluders": kinds,
-        "hand": "hand" in kinds,
-        "motion_blur": [o.kind for o in occluders if o.motion_blur > 0],
-        "occluded_fraction": round(min(max(occluded, 0.0), 1.0), 5),
-        "semi_transparent": semi >= SEMI_MIN_AREA,
-        "semi_fraction": round(semi, 5),
         "augment": aug,
     }
     return Sample(out, alpha, meta)

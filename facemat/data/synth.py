@@ -217,6 +217,32 @@ def occlude(scene: Scene, occluders: list[Occluder]) -> tuple[np.ndarray, np.nda
     return image, gt, kept
 
 
+def sample_record(seed: int, index: int, size: int, split: str, gt: np.ndarray, skin_area: float,
+                  alpha: np.ndarray, occluders: list[Occluder]) -> dict[str, Any]:
+    """The ``meta.jsonl`` fields every generated sample has (procedural or real face).
+
+    Args:
+        gt: ``H x W`` float visible face-skin alpha; ``skin_area``: the skin's sum before occlusion.
+        alpha: the written 8-bit ground truth; ``occluders``: those composited.
+    """
+    occluded = 1.0 - float(gt.sum()) / skin_area if skin_area > 0 else 0.0
+    semi = semi_transparent_fraction(alpha)
+    kinds = [o.kind for o in occluders]
+    return {
+        "id": sample_id(split, index),
+        "split": split,
+        "index": int(index),
+        "seed": int(seed),
+        "size": int(size),
+        "occluders": kinds,
+        "hand": "hand" in kinds,
+        "motion_blur": [o.kind for o in occluders if o.motion_blur > 0],
+        "occluded_fraction": round(min(max(occluded, 0.0), 1.0), 5),
+        "semi_transparent": semi >= SEMI_MIN_AREA,
+        "semi_fraction": round(semi, 5),
+    }
+
+
 def render_sample(seed: int, index: int, size: int = 256, split: str = "train", *, layers: bool = False) -> Sample:
     """Render sample ``index`` of ``(seed, split)``: a pure function of its arguments.
 
@@ -243,21 +269,8 @@ def render_sample(seed: int, index: int, size: int = 256, split: str = "train", 
     skin_area = float(scene.skin.sum())
     out, aug = augment(rng, image)
     alpha = cv2.convertScaleAbs(gt, alpha=255.0)  # gt is in [0, 1]: rounds to nearest
-    occluded = 1.0 - float(gt.sum()) / skin_area if skin_area > 0 else 0.0
-    semi = semi_transparent_fraction(alpha)
-    kinds = [o.kind for o in occluders]
     meta: dict[str, Any] = {
-        "id": sample_id(split, index),
-        "split": split,
-        "index": int(index),
-        "seed": int(seed),
-        "size": int(size),
-        "occluders": kinds,
-        "hand": "hand" in kinds,
-        "motion_blur": [o.kind for o in occluders if o.motion_blur > 0],
-        "occluded_fraction": round(min(max(occluded, 0.0), 1.0), 5),
-        "semi_transparent": semi >= SEMI_MIN_AREA,
-        "semi_fraction": round(semi, 5),
+        **sample_record(seed, index, size, split, gt, skin_area, alpha, occluders),
         "semi_fraction_no_edges": round(semi_transparent_fraction(alpha, skip_edges=True), 5),
         "skin_tone": int(scene.tone_index),
         "pose": {k: round(float(getattr(scene.pose, k)), 4) for k in ("yaw", "pitch", "roll")},

@@ -224,10 +224,34 @@ class UpsampleHead(nn.Module):
         return _upsample(self.pred(h), self.scale)  # N x cout x H x W logits
 
 
-class _MatteNet(nn.Module):
-    """Shared body: normalisation, encoder, decoder. Subclasses add their heads."""
+class ModelContract:
+    """The I/O contract every FaceMat model declares from its ``config`` (``size``, ``low_res``)
+    and ``output_names``: what exporters, the bench and the docs read instead of repeating it."""
 
     output_names: tuple[str, ...] = ()
+
+    @property
+    def input_multiple(self) -> int:
+        """H and W must be multiples of this: 32 (five stride-2 stages) times the pooling factor."""
+        return 32 * self.config.low_res
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """A deterministic ``batch x 3 x size x size`` RGB tensor in [0, 1]."""
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(batch, 3, self.config.size, self.config.size, generator=g)
+
+    def input_spec(self) -> TensorSpec:
+        """The one input every artifact of this model takes."""
+        s = self.config.size
+        return TensorSpec("image", (1, 3, s, s), color="RGB")
+
+    def output_spec(self) -> list[TensorSpec]:
+        s = self.config.size
+        return [TensorSpec(name, (1, 1, s, s), value_range=(0.0, 1.0)) for name in self.output_names]
+
+
+class _MatteNet(ModelContract, nn.Module):
+    """Shared body: normalisation, encoder, decoder. Subclasses add their heads."""
 
     def __init__(self, cfg: MatteNetConfig, heads: int):
         super().__init__()
@@ -251,26 +275,6 @@ class _MatteNet(nn.Module):
             return self.refiner(self.decoder(self.encoder((low - _MEAN) / _STD)), image)
         x = (image - _MEAN) / _STD
         return self.refiner(self.decoder(self.encoder(x)), x)
-
-    @property
-    def input_multiple(self) -> int:
-        """H and W must be multiples of this: 32 (five stride-2 stages) times the pooling factor."""
-        return 32 * self.config.low_res
-
-    def example_input(self, batch: int = 1) -> torch.Tensor:
-        """A deterministic ``batch x 3 x size x size`` RGB tensor in [0, 1]."""
-        g = torch.Generator().manual_seed(0)
-        return torch.rand(batch, 3, self.config.size, self.config.size, generator=g)
-
-    def input_spec(self) -> TensorSpec:
-        """The one input every artifact of this model takes."""
-        s = self.config.size
-        return TensorSpec("image", (1, 3, s, s), color="RGB")
-
-    def output_spec(self) -> list[TensorSpec]:
-        s = self.config.size
-        return [TensorSpec(name, (1, 1, s, s), value_range=(0.0, 1.0)) for name in self.output_names]
-
 
 class FaceMatStudent(_MatteNet):
     """The shipped model: one RGB face crop in, one alpha matte out.

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facemat.errors import ConfigError
-from facemat.models.matting import TensorSpec
+from facemat.models.matting import ModelContract
 
 SOURCE_FILE = "selfie_segmentation.tflite"
 FEATURES = "add_13__xeno_compat__1"  # 1/2-resolution features, input of the final transposed conv
@@ -141,27 +141,7 @@ class ImagePool(nn.Module):
         return F.relu(F.conv2d(x, self.kernel, None, self.factor, 0, 1, self.kernel.shape[0]))
 
 
-class _SelfieBase(nn.Module):
-    output_names: tuple[str, ...] = ()
-
-    @property
-    def input_multiple(self) -> int:
-        """H and W must be multiples of this."""
-        return 32 * self.config.low_res
-
-    def example_input(self, batch: int = 1) -> torch.Tensor:
-        """A deterministic ``batch x 3 x size x size`` RGB tensor in [0, 1]."""
-        g = torch.Generator().manual_seed(0)
-        return torch.rand(batch, 3, self.config.size, self.config.size, generator=g)
-
-    def input_spec(self) -> TensorSpec:
-        s = self.config.size
-        return TensorSpec("image", (1, 3, s, s), color="RGB")
-
-    def output_spec(self) -> list[TensorSpec]:
-        s = self.config.size
-        return [TensorSpec(name, (1, 1, s, s), value_range=(0.0, 1.0)) for name in self.output_names]
-
+class _SelfieBase(ModelContract, nn.Module):
     def _load_pretrained(self, weights: dict | None) -> None:
         if weights is not None:
             self.backbone.load_state_dict(weights, strict=True)
