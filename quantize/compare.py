@@ -128,7 +128,7 @@ def _aggregate(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
     for kind, bands in runs[0].items():
         for band, metrics in bands.items():
             for k in metrics:
-                values = np.array([r[kind][band][k] for r in runs], dtype=finite_float)
+                values = np.array([r[kind][band][k] for r in runs], dtype=float)
                 mean.setdefault(kind, {}).setdefault(band, {})[k] = float(values.mean())
                 sd.setdefault(kind, {}).setdefault(band, {})[k] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return mean, sd

@@ -117,7 +117,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     from facemat.data.folder import MattingFolder
 
     # Check every folder before the baseline starts LiteRT (which logs a line of its own).
-    folders = {folder: MattingFolder(folder, size=settings.size) for folder in (settings.data, *settings.also)}
+    folders = [(folder, MattingFolder(folder, size=settings.size)) for folder in (settings.data, *settings.also)]
     mesh = _baseline() if settings.baseline else None
     head = {
         "checkpoint": str(settings.checkpoint),
@@ -126,7 +126,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         "kind": kind,
     }
     reports = [{**head, **_evaluate_folder(model, teacher, mesh, folder, data, settings)}
-               for folder, data in folders.items()]
+               for folder, data in folders]
     report = reports[0]
     if settings.also:
         report["also"] = reports[1:]
