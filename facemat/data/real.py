@@ -118,8 +118,6 @@ def _read_photo(name: str) -> np.ndarray:
 
 def _locate(spec: FaceSpec, image: np.ndarray, mesh) -> tuple[np.ndarray, float]:
     """Face Mesh landmarks ``(468, 2)`` in photo pixels, refined twice from the spec's region."""
-    from facemat.pretrained.facemesh import FACE_OVAL  # noqa: F401  (import check: same module as mesh)
-
     cx, cy, side = spec.cx, spec.cy, spec.side
     presence = 0.0
     lm = np.zeros((468, 2), np.float32)
@@ -168,8 +166,6 @@ def load_faces(group: str) -> tuple[RealFace, ...]:
 
 def _frame(rng: np.random.Generator, face: RealFace, size: int) -> tuple[np.ndarray, Pose]:
     """A random affine ``2 x 3`` (photo -> sample pixels) framing the face like the generator, and its pose."""
-    from facemat.data.synth_face import Pose
-
     eye_vec = face.eyes[1] - face.eyes[0]
     photo_roll = math.atan2(float(eye_vec[1]), float(eye_vec[0]))
     s = size * rng.uniform(0.19, 0.27)  # pixels per face unit, as the generator draws
