@@ -122,41 +122,39 @@ def tool_versions() -> dict[str, str]:
     return versions("torch", "executorch", "ai-edge-litert", "onnxruntime", "coremltools", "litert-torch", "numpy")
 
 
-def load_bench_data(s: BenchSettings, size: int) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:
-    """``(images N x 3 x S x S float32 [0,1], alphas N x S x S, ids, description)``."""
-    if s.data == "synth":
-        from facemat.data.synth import SynthDataset
+def load_bench_data(s: BenchSettings, size: int
+                    ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any], list[bool] | None]:
+    """``(images N x 3 x S x S float32 [0,1], alphas N x S x S, ids, description, occluded)``.
 
-        ds, prefix = SynthDataset(s.limit, seed=s.seed, size=size, split="test"), "synth-"
+    ``occluded`` says per image whether occluders hide >= 1 % of the skin: from each
+    synth test face's record, from a folder's ``meta.jsonl`` (the generators write
+    it), or None when a folder does not say.
+    """
+    from facemat.evaluation import OCCLUDED_MIN, read_occlusion
+
+    n = s.limit
+    if s.data == "synth":
+        from facemat.data.synth import render_sample
+
+        samples = [render_sample(s.seed, i, size, "test") for i in range(n)]
+        imgs = [x.image.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0) for x in samples]
+        alphas = [x.alpha.astype(np.float32) / np.float32(255.0) for x in samples]
+        ids = ["synth-" + x.meta["id"] for x in samples]
+        occluded = [x.meta["occluded_fraction"] >= OCCLUDED_MIN for x in samples]
         desc = {"kind": "synth", "path": None, "split": "test", "seed": s.seed}
     else:
         from facemat.data.folder import MattingFolder
 
-        ds, prefix = MattingFolder(s.data, size=size), ""
+        ds = MattingFolder(s.data, size=size)
+        items = [ds[i] for i in range(min(n, len(ds)))]
+        imgs = [item["image"].numpy() for item in items]
+        alphas = [item["alpha"].numpy()[0] for item in items]
+        ids = [str(item["id"]) for item in items]
+        flags = read_occlusion(s.data, ids)
+        occluded = None if flags is None else [flags[i] for i in ids]
         desc = {"kind": "folder", "path": str(s.data), "resized_to": size}
-    items = [ds[i] for i in range(min(s.limit, len(ds)))]
-    imgs = [item["image"].numpy() for item in items]
-    alphas = [item["alpha"].numpy()[0] for item in items]
-    ids = [prefix + str(item["id"]) for item in items]
     desc.update(images=len(imgs), size=size)
-    return np.stack(imgs).astype(np.float32), np.stack(alphas).astype(np.float32), ids, desc
-
-
-def occlusion_flags(s: BenchSettings, ids: list[str], size: int) -> list[bool] | None:
-    """Which bench images are occluded (occluders hide >= 1 % of the skin), or None when unknown.
-
-    Synth test faces carry it in their sample record; a folder in its ``meta.jsonl``
-    (the generators write it; a user's folder may have none).
-    """
-    from facemat.evaluation import OCCLUDED_MIN, read_occlusion
-
-    if s.data == "synth":
-        from facemat.data.synth import render_sample
-
-        return [render_sample(s.seed, i, size, "test").meta["occluded_fraction"] >= OCCLUDED_MIN
-                for i in range(len(ids))]
-    flags = read_occlusion(s.data, ids)
-    return None if flags is None else [flags[i] for i in ids]
+    return np.stack(imgs).astype(np.float32), np.stack(alphas).astype(np.float32), ids, desc, occluded
 
 
 def baseline_scores(images: np.ndarray, gts: np.ndarray, occluded: list[bool] | None,
@@ -173,18 +171,15 @@ def baseline_scores(images: np.ndarray, gts: np.ndarray, occluded: list[bool] | 
         ``{"error": reason}`` when Face Mesh cannot be had (no network for its first fetch).
     """
     from facemat.evaluation import SplitScores
+    from facemat.pretrained.facemesh import load_baseline
 
-    try:
-        from facemat.pretrained.facemesh import FaceMesh
-
-        mesh = FaceMesh()
-    except Exception as exc:  # report the reason, do not lose the bench
-        return {"error": f"mesh-oval baseline not available: {str(exc).splitlines()[0] if str(exc) else exc}"}
+    mesh = load_baseline()
+    if isinstance(mesh, str):  # report the reason, do not lose the bench
+        return {"error": mesh}
     splits = {"mesh-oval": SplitScores(), **{name: SplitScores() for name in models}}
     for i in range(len(images)):
         flag = None if occluded is None else occluded[i]
-        rgb = (images[i].transpose(1, 2, 0) * 255.0).round().astype(np.uint8)
-        splits["mesh-oval"].add(mesh.oval(rgb), gts[i], flag)
+        splits["mesh-oval"].add(mesh.oval_chw(images[i]), gts[i], flag)
         for name, outs in models.items():
             splits[name].add(outs[i], gts[i], flag)
     return {name: sc.summary() for name, sc in splits.items()}
@@ -347,7 +342,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
     if len(sizes) != 1:
         raise ConfigError(f"the manifest mixes input sizes {sorted(sizes)}; bench one size at a time with --only")
     size = sizes.pop()
-    images, gts, ids, data_desc = load_bench_data(s, size)
+    images, gts, ids, data_desc, occluded = load_bench_data(s, size)
     ref_out, ref_where = reference_outputs(model, images)
     bvals, teacher_info = (None, None)
     if s.teacher:
@@ -408,7 +403,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
                 bar.update()
         bar.close()
     row_dicts = [r.to_dict() for r in rows]
-    baseline = baseline_scores(images, gts, occlusion_flags(s, ids, size), model_outs)
+    baseline = baseline_scores(images, gts, occluded, model_outs)
     report = {
         "format": FORMAT,
         "device": {"name": s.device, **device_description()},

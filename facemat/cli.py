@@ -132,3 +132,11 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         print("interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def parse_seeds(spec: str) -> tuple[int, ...]:
+    """``"1,2,3"`` -> ``(1, 2, 3)``; names the flag on a bad list."""
+    try:
+        return tuple(int(part) for part in spec.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers like 1,2,3, got {spec!r}") from None

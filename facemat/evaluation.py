@@ -19,7 +19,9 @@ Bands (docs/design.md, "Metrics and bands"):
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -116,9 +118,6 @@ def read_occlusion(root: str, ids: list[str]) -> dict[str, bool] | None:
     or None when the folder has no ``meta.jsonl`` or it does not cover every id
     (a user's folder: no split is reported then).
     """
-    import json
-    from pathlib import Path
-
     path = Path(root) / "meta.jsonl"
     if not path.is_file():
         return None
@@ -141,22 +140,20 @@ class SplitScores:
     "unoccluded": {...}}`` (metric means; a group without images is left out).
     """
 
+    GROUPS = ("all", "occluded", "unoccluded")
+
     def __init__(self) -> None:
-        self.groups = {"all": BandScores(), "occluded": BandScores(), "unoccluded": BandScores()}
+        # group -> metric -> per-image values (overall band only: no boundary or uncertainty masks needed)
+        self.scores: dict[str, dict[str, list[float]]] = {}
+        self.images = dict.fromkeys(self.GROUPS, 0)
 
     def add(self, pred: np.ndarray, gt: np.ndarray, occluded: bool | None) -> None:
-        # Only the overall band is wanted here: score it directly, not through every band.
         values = matting_metrics(pred, gt)
-        names = ["all"] + ([] if occluded is None else ["occluded" if occluded else "unoccluded"])
-        for name in names:
-            g = self.groups[name]
+        for name in ["all"] + ([] if occluded is None else ["occluded" if occluded else "unoccluded"]):
             for k, v in values.items():
-                g.gt_scores.setdefault("overall", {}).setdefault(k, []).append(v)
-            g.images += 1
+                self.scores.setdefault(name, {}).setdefault(k, []).append(v)
+            self.images[name] += 1
 
     def summary(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for name, g in self.groups.items():
-            if g.images:
-                out[name] = {**g.summary()["gt"]["overall"], "images": g.images}
-        return out
+        means = BandScores._means(self.scores)  # the same NaN rule as every band's means
+        return {name: {**means[name], "images": self.images[name]} for name in self.GROUPS if self.images[name]}

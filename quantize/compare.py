@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
+from facemat.cli import ArgumentParser, add_debug_flag, finite_float, parse_seeds, run_main
 from facemat.errors import ConfigError
 from facemat.io import write_json_atomic
 from quantize.qat import KD_SOURCES
@@ -39,15 +39,6 @@ ARMS = ("ptq", "qat-uniform", "qat-uncertainty")
 # The issue's bar for an int8 student: SAD within these fractions of FP32.
 OVERALL_LIMIT = 0.02
 BAND_LIMIT = 0.05
-
-
-def parse_seeds(spec: str) -> tuple[int, ...]:
-    """``"1,2,3"`` -> ``(1, 2, 3)``; names the flag on a bad list."""
-    try:
-        seeds = tuple(int(part) for part in spec.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"--seeds must be comma-separated integers like 1,2,3, got {spec!r}") from None
-    return seeds
 
 
 @dataclass(frozen=True)

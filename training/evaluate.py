@@ -87,16 +87,6 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def _baseline():
-    """The mesh-oval scorer, or the reason it cannot run here (a string)."""
-    try:
-        from facemat.pretrained.facemesh import FaceMesh
-
-        return FaceMesh()
-    except Exception as exc:  # no network for the first fetch, a broken cache: report, do not fail
-        return f"mesh-oval baseline not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-
-
 @torch.no_grad()
 def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     """Evaluate ``settings.checkpoint`` on ``settings.data`` (and ``settings.also``); returns the report dict.
@@ -118,7 +108,9 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
 
     # Check every folder before the baseline starts LiteRT (which logs a line of its own).
     folders = [(folder, MattingFolder(folder, size=settings.size)) for folder in (settings.data, *settings.also)]
-    mesh = _baseline() if settings.baseline else None
+    from facemat.pretrained.facemesh import load_baseline
+
+    mesh = load_baseline() if settings.baseline else None
     head = {
         "checkpoint": str(settings.checkpoint),
         "checkpoint_sha256": file_sha256(settings.checkpoint),
@@ -167,8 +159,7 @@ def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: Evaluate
             scores.add(pred[i], gt[i], b=None if t_b is None else t_b[i])
             splits["model"].add(pred[i], gt[i], occluded)
             if "mesh-oval" in splits:
-                rgb = (batch["image"][i].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-                splits["mesh-oval"].add(mesh.oval(rgb), gt[i], occluded)
+                splits["mesh-oval"].add(mesh.oval_chw(batch["image"][i].numpy()), gt[i], occluded)
             if t_b is not None:
                 err = np.abs(t_alpha[i] - gt[i]).ravel()
                 b = t_b[i].ravel()

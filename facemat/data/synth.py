@@ -529,7 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="image side, a positive multiple of 32 (default 256)")
     parser.add_argument("--split", default="train", help="split name, part of ids and seeds (default train)")
     parser.add_argument("--preview", type=Path, default=None, help="write a contact sheet of the first samples here")
-    parser.add_argument("--source", default="synth", choices=("synth", "real", "real-holdout", "mix"),
+    from facemat.data.real import SOURCES  # real.py builds on this module: import it here, not at the top
+
+    parser.add_argument("--source", default="synth", choices=SOURCES,
                         help="synth: procedural faces (default); real: real photos of the training faces with "
                         "generated occluders; real-holdout: the held-out real faces, never trained on (the "
                         "generalization set); mix: half synth, half real. Real photos are fetched from their "

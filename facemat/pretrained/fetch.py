@@ -33,7 +33,7 @@ from typing import Sequence
 
 from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, DataError
-from facemat.io import write_bytes_atomic, write_json_atomic
+from facemat.io import file_sha256, write_bytes_atomic, write_json_atomic
 
 __all__ = ["ASSETS", "Asset", "cache_dir", "fetch", "face_photo", "mediapipe_model", "main"]
 
@@ -126,11 +126,7 @@ def _sha256(data: bytes) -> str:
 def _cached(asset: Asset, root: Path) -> Path | None:
     """The cached file if present with the right hash, else None."""
     path = root / asset.group / asset.name
-    if path.is_file():
-        with open(path, "rb") as f:
-            if _sha256(f.read()) == asset.sha256:
-                return path
-    return None
+    return path if path.is_file() and file_sha256(path) == asset.sha256 else None
 
 
 def _download(package: Package, into: Path) -> Path:
