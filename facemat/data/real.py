@@ -36,13 +36,14 @@ import cv2
 import numpy as np
 import torch
 
+from facemat.data.domain import P_BACKGROUND, domain_rng, photo_background
 from facemat.data.synth import (
     Sample,
     _check_seed,
     _check_size,
     _check_split,
     augment,
-    occlude,
+    randomized_occlude,
     render_sample,
     sample_rng,
     sample_record,
@@ -164,6 +165,28 @@ def load_faces(group: str) -> tuple[RealFace, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=None)
+def _person_mask(name: str) -> np.ndarray:
+    """The selfie segmenter's person probability over the photo of face ``name`` (photo pixels), cached.
+
+    The segmenter sees a square of three face sides around the eyes, the framing of
+    a selfie; outside that square the mask is 0.
+    """
+    from facemat.pretrained.segmenter import SelfieSegmenter
+
+    face = next(f for g in GROUPS for f in load_faces(g) if f.spec.name == name)
+    h, w = face.image.shape[:2]
+    side = 3.0 * float(np.hypot(*(face.eyes[1] - face.eyes[0]))) / (2 * EX) * 1.2
+    cx, cy = face.eyes.mean(0)
+    s = int(round(side))
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    padded = cv2.copyMakeBorder(face.image, s, s, s, s, cv2.BORDER_CONSTANT)
+    prob = SelfieSegmenter()(np.ascontiguousarray(padded[y0 + s : y0 + 2 * s, x0 + s : x0 + 2 * s]))
+    full = np.zeros((h + 2 * s, w + 2 * s), np.float32)
+    full[y0 + s : y0 + 2 * s, x0 + s : x0 + 2 * s] = prob
+    return np.ascontiguousarray(full[s : s + h, s : s + w])
+
+
 def _frame(rng: np.random.Generator, face: RealFace, size: int) -> tuple[np.ndarray, Pose]:
     """A random affine ``2 x 3`` (photo -> sample pixels) framing the face like the generator, and its pose."""
     eye_vec = face.eyes[1] - face.eyes[0]
@@ -206,10 +229,19 @@ def render_real(seed: int, index: int, size: int = 256, split: str = "train", gr
     tone = lend.tone
     if rng.random() < _OWN_TONE_P:
         tone = (np.median(photo[skin > 0.5], axis=0) / 255.0).astype(np.float32)
+    dr = domain_rng(seed, index, split, f"real-{group}")
+    domain: dict[str, Any] = {}
+    if dr is not None and dr.random() < P_BACKGROUND:
+        # The person stays, the photo's own background goes.
+        person = cv2.warpAffine(_person_mask(face.spec.name), m, (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT101)
+        person = np.maximum(person, skin)[..., None]
+        photo = cv2.convertScaleAbs(photo * person + photo_background(dr, size) * (1.0 - person), alpha=1.0)
+        domain["background"] = "photo"
     scene = dataclasses.replace(lend, rgb=np.ascontiguousarray(photo), skin=skin, pose=pose, tone=tone,
                                 parts={})
     occluders = sample_occluders(rng, scene, size)
-    image, gt, occluders = occlude(scene, occluders)
+    image, gt, occluders = randomized_occlude(dr, scene, occluders, domain)
     if face.grey:  # a grey photo with colourful hands would teach a colour cue
         image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     if rng.random() < 0.5:
@@ -223,6 +255,8 @@ def render_real(seed: int, index: int, size: int = 256, split: str = "train", gr
         "photo": face.spec.photo,
         "augment": aug,
     }
+    if domain:
+        meta["domain"] = domain
     return Sample(out, alpha, meta)
 
 
