@@ -23,7 +23,7 @@ from torch import nn
 
 from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import ConfigError
-from facemat.losses import kd_objective, matting_loss
+from facemat.losses import kd_objective, matting_loss, temporal_consistency
 from training.common import (
     TrainResult,
     TrainSettings,
@@ -44,6 +44,7 @@ class DistillSettings(TrainSettings):
     kd: str = "uncertainty"
     kd_lambda: float = 1.0
     gamma: float = 0.5
+    temporal: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,19 +61,29 @@ class DistillSettings(TrainSettings):
             raise ConfigError(f"--kd-lambda must be >= 0, got {self.kd_lambda}")
         if self.gamma < 0:
             raise ConfigError(f"--gamma must be >= 0, got {self.gamma}")
+        if self.temporal < 0:
+            raise ConfigError(f"--temporal must be >= 0, got {self.temporal}")
 
 
 def distill_loss(settings: DistillSettings, teacher: nn.Module | None):
     lam = settings.kd_lambda if settings.kd == "uncertainty" else 0.0
 
-    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        alpha = model(batch["image"])
+    def objective(model: nn.Module, batch: dict[str, torch.Tensor], alpha: torch.Tensor):
         if teacher is None:
             matte = matting_loss(alpha.float(), batch["alpha"])
             return matte, {"matte": matte.item()}
         with torch.no_grad():
             a_t, b_t = teacher(batch["image"])
         return kd_objective(alpha, a_t, batch["alpha"], b_t, lam=lam, gamma=settings.gamma)
+
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        alpha = model(batch["image"])
+        loss, parts = objective(model, batch, alpha)
+        if settings.temporal > 0:
+            steady = temporal_consistency(model, batch["image"], alpha)
+            loss = loss + settings.temporal * steady
+            parts["temporal"] = steady.item()
+        return loss, parts
 
     return loss_fn
 
@@ -82,7 +93,8 @@ def train_student(settings: DistillSettings, stop_after: int | None = None) -> T
     from facemat.checkpoint import file_sha256, load_checkpoint
 
     teacher = None
-    extra = {"arch": settings.arch, "kd": settings.kd, "kd_lambda": settings.kd_lambda, "gamma": settings.gamma}
+    extra = {"arch": settings.arch, "kd": settings.kd, "kd_lambda": settings.kd_lambda, "gamma": settings.gamma,
+             "temporal": settings.temporal}
     if settings.kd != "none":
         teacher, _ = load_checkpoint(settings.teacher, expect="teacher")
         teacher.requires_grad_(False)
@@ -109,10 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="uncertainty: w = 1 + lambda*b/mean(b); uniform: w = 1 (ablation); none: no teacher")
     parser.add_argument("--kd-lambda", type=finite_float, default=1.0, help="lambda of the uncertainty weight (default 1)")
     parser.add_argument("--gamma", type=finite_float, default=0.5, help="weight of the ground-truth matting terms")
+    parser.add_argument("--temporal", type=finite_float, default=0.0,
+                        help="weight of the temporal-consistency term: the alpha of a camera-shaken copy of each "
+                        "image (sub-pixel shift and roll, sensor noise) must match the alpha moved the same way "
+                        "(0 = off; costs a second student pass per step)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = DistillSettings(**common_settings(args), teacher=args.teacher, arch=args.arch, kd=args.kd,
-                               kd_lambda=args.kd_lambda, gamma=args.gamma)
+                               kd_lambda=args.kd_lambda, gamma=args.gamma, temporal=args.temporal)
     result = train_student(settings)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"student: {result.steps} steps in {result.wall_s:.0f} s; best val MSE {result.best_score:.5f}; "
