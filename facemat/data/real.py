@@ -47,11 +47,12 @@ from facemat.data.synth import (
     sample_rng,
     sample_record,
 )
-from facemat.data.synth_face import Pose, render_face
-from facemat.data.synth_occluders import sample_occluders
+from facemat.data.synth_face import Pose, Scene, render_face
+from facemat.data.synth_occluders import Occluder, sample_occluders
 from facemat.errors import ConfigError, DataError
 
-__all__ = ["FACES", "RealFace", "SOURCES", "load_faces", "render_mix", "render_real", "render_source", "SourceDataset"]
+__all__ = ["FACES", "RealFace", "SOURCES", "load_faces", "real_scene", "render_mix", "render_real", "render_source",
+           "SourceDataset"]
 
 
 @dataclass(frozen=True)
@@ -180,12 +181,16 @@ def _frame(rng: np.random.Generator, face: RealFace, size: int) -> tuple[np.ndar
     return m, Pose(cx=float(target[0]), cy=float(target[1]), s=float(s), roll=roll, yaw=0.0, pitch=0.0)
 
 
-def render_real(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train") -> Sample:
-    """Sample ``index`` of ``(seed, split)`` on a real face of ``group``: a pure function of its arguments.
+def real_scene(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train"
+               ) -> tuple[np.random.Generator, RealFace, Scene, list[Occluder]]:
+    """The reframed photo of sample ``index`` as a scene, and its occluders (not yet composited).
+
+    What :func:`render_real` composites, and what clips (:mod:`facemat.data.clips`)
+    move frame by frame.
 
     Returns:
-        A :class:`~facemat.data.synth.Sample` (uint8 image and alpha, meta with
-        the face's name, its occluders and ``occluded_fraction``).
+        ``(rng, face, scene, occluders)``: the sample's generator, left where
+        :func:`render_real` goes on drawing (mirror, then camera degradation).
     """
     _check_seed(seed)
     _check_size(size)
@@ -208,7 +213,18 @@ def render_real(seed: int, index: int, size: int = 256, split: str = "train", gr
         tone = (np.median(photo[skin > 0.5], axis=0) / 255.0).astype(np.float32)
     scene = dataclasses.replace(lend, rgb=np.ascontiguousarray(photo), skin=skin, pose=pose, tone=tone,
                                 parts={})
-    occluders = sample_occluders(rng, scene, size)
+    return rng, face, scene, sample_occluders(rng, scene, size)
+
+
+def render_real(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train") -> Sample:
+    """Sample ``index`` of ``(seed, split)`` on a real face of ``group``: a pure function of its arguments.
+
+    Returns:
+        A :class:`~facemat.data.synth.Sample` (uint8 image and alpha, meta with
+        the face's name, its occluders and ``occluded_fraction``).
+    """
+    rng, face, scene, occluders = real_scene(seed, index, size, split, group)
+    skin = scene.skin
     image, gt, occluders = occlude(scene, occluders)
     if face.grey:  # a grey photo with colourful hands would teach a colour cue
         image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
