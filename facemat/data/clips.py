@@ -84,6 +84,7 @@ __all__ = [
     "generate_clips",
     "load_clips",
     "read_clip",
+    "read_clip_folder",
     "render_clip",
     "scan_clips",
 ]
@@ -601,14 +602,22 @@ def _read_meta(folder: Path, frames: int) -> tuple[str, np.ndarray | None, dict[
 
 
 def read_clip(root: str | os.PathLike[str], clip_id: str) -> ClipData:
-    """Read and check one clip: every frame pair decoded, all frames one size, meta.json checked.
+    """Read and check clip ``clip_id`` of a clip folder (``root/clips/<id>``); see :func:`read_clip_folder`."""
+    return read_clip_folder(Path(root) / "clips" / clip_id)
+
+
+def read_clip_folder(folder: str | os.PathLike[str]) -> ClipData:
+    """Read and check one clip's own folder (``images/``, ``alphas/``, optional ``meta.json``).
+
+    Every frame pair is decoded, all frames must be one size and meta.json is checked.
 
     Raises:
         DataError: a bad file, frames of different sizes, or a bad meta.json.
     """
     from facemat.data.folder import check_pair, scan_folder
 
-    folder = Path(root) / "clips" / clip_id
+    folder = Path(folder)
+    clip_id = folder.name
     order = _frame_numbers(folder, scan_folder(folder))
     images, alphas = [], []
     for stem in order:
