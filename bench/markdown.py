@@ -50,6 +50,8 @@ def render_markdown(report: dict) -> str:
         lines += _md_table(t)
     if report.get("baseline"):
         lines += ["## Quality beside the mesh-oval baseline", ""] + baseline_lines(report["baseline"]) + [""]
+    if report.get("temporal"):
+        lines += ["## Temporal stability on clips", ""] + temporal_lines(report["temporal"]) + [""]
     notes = list(report.get("notes") or []) + remarks
     if notes:
         lines += ["## Notes", ""] + [f"- {md_escape(n)}" for n in notes] + [""]
@@ -77,4 +79,40 @@ def baseline_lines(baseline: dict | None) -> list[str]:
         lines.append(f"| {md_escape(name)} | " + " | ".join(cells) + f" | {'-' if sad is None else f'{sad:.4f}'} |")
     lines += ["", "mesh-oval: MediaPipe Face Mesh's 36 face-oval landmarks filled as a polygon, what a filter app "
               "already computes (no occlusion handling); (n) = images; gain = IoU minus mesh-oval's."]
+    return lines
+
+
+def temporal_lines(temporal: dict) -> list[str]:
+    """Markdown table of the ``temporal`` section: flicker on still clips, dtSSD on moving clips and per-frame
+    IoU of every model, raw and after the temporal filter; then each model's checks and the filter's latency."""
+    d, f = temporal["data"], temporal["filter"]
+    lines = [f"{d['clips']} clips ({d['frames']} frames) from {md_escape(d['path'])}; filter k_min {f['k_min']:g}, "
+             f"d0 {f['d0']:g}, d1 {f['d1']:g}, radius {f['radius']}.", "",
+             "| model | flicker (still) | dtSSD x100 (moving) | IoU per frame | SAD per frame |",
+             "|---|---:|---:|---:|---:|"]
+
+    def cell(row: dict, group: str, key: str, scale: float, fmt: str) -> str:
+        v = row.get(group, {}).get(key)
+        return "-" if v is None else format(v * scale, fmt)
+
+    for name, row in temporal["rows"].items():
+        lines.append(f"| {md_escape(name)} | {cell(row, 'still', 'flicker', 1, '.2f')} | "
+                     f"{cell(row, 'moving', 'dtssd', 100, '.3f')} | {cell(row, 'all', 'iou', 1, '.4f')} | "
+                     f"{cell(row, 'all', 'sad', 1, '.4f')} |")
+    lines += ["", "flicker: mean per-pixel std over frames warped back onto frame 0, x 1000; ground-truth: what "
+              "the warp-back alone leaves."]
+    if temporal.get("baseline_error"):
+        lines.append(md_escape(temporal["baseline_error"]))
+    for aid, reason in (temporal.get("failed") or {}).items():
+        lines.append(f"{md_escape(aid)}: not scored on clips ({md_escape(reason)})")
+    lines.append("")
+    for name, checks in temporal["checks"].items():
+        lines += [f"- [{'met' if c['ok'] else 'NOT met'}] {md_escape(c['check'])}: {md_escape(c['measured'])}"
+                  for c in checks]
+    lat = temporal.get("latency_ms") or {}
+    if "filter" in lat:
+        mesh = lat.get("face_mesh")
+        lines += ["", f"Filter latency: median {lat['filter']['median']:.3f} ms per frame"
+                  + (f" beside Face Mesh's {mesh['median']:.3f} ms" if mesh else "")
+                  + f" ({md_escape(temporal.get('latency_what', ''))})."]
     return lines

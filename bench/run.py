@@ -9,6 +9,13 @@ MSE, PSNR), overall, in the boundary band and, with ``--teacher``, in the
 teacher's high-uncertainty band. Artifacts this platform cannot run (Core ML off
 macOS) get a "not run here" row with the reason. Reports go to
 ``OUT/report.json``, ``report.md`` and ``report.html``.
+
+With ``--clips DIR`` (``python -m facemat.data.synth --frames 8``) every artifact
+also runs, in its own runtime, on every clip frame; the ``temporal`` section
+reports flicker on still clips, dtSSD on moving clips and per-frame IoU for each
+artifact, the FP32 reference and ``mesh-oval``, each also after the temporal
+filter (:mod:`facemat.temporal`), with the issue's checks per model and the
+filter's own latency measured beside Face Mesh's.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import numpy as np
 from bench.rows import FORMAT, Row
 from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import CheckpointError, ConfigError
+from facemat.temporal import DEFAULT as DEFAULT_FILTER
+from facemat.temporal import TemporalConfig, parse_config
 
 BANDS = ("overall", "boundary", "uncertainty")
 
@@ -52,8 +61,16 @@ class BenchSettings:
     pictures: int = 3
     only: tuple[str, ...] = ()
     seed: int = 7
+    clips: str | None = None
+    clip_limit: int = 32
+    filter: TemporalConfig = DEFAULT_FILTER
 
     def __post_init__(self) -> None:
+        if self.clips is not None and not Path(self.clips).is_dir():
+            raise ConfigError(f"--clips: {self.clips} is not a folder (python -m facemat.data.synth --frames 8 "
+                              "writes one)")
+        if self.clip_limit < 1:
+            raise ConfigError(f"--clip-limit must be >= 1, got {self.clip_limit}")
         if not Path(self.manifest).is_file():
             raise ConfigError(f"--manifest: {self.manifest} is not a file (run python -m targets.export first)")
         if self.data != "synth" and not Path(self.data).is_dir():
@@ -205,6 +222,84 @@ def score(outs: np.ndarray, ref: np.ndarray, gts: np.ndarray, bvals: np.ndarray 
     # report.json names the agreement with the reference "fp32"; BandScores calls it "ref".
     return {kind: {band: summary.get(key, {}).get(band) for band in BANDS}
             for kind, key in (("gt", "gt"), ("fp32", "ref"))}
+
+
+def _filter_latency(size: int, runs: int, warmup: int, config: TemporalConfig) -> dict[str, Any]:
+    """The temporal filter's reference implementation (NumPy + OpenCV, 1 thread) on ``size`` x ``size`` frames."""
+    import cv2
+
+    from bench.worker import time_invoke
+    from facemat.temporal import TemporalFilter
+
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((size, size, 3), dtype=np.float32), rng.random((size, size), dtype=np.float32))
+              for _ in range(2)]
+    filt = TemporalFilter(config)
+    filt(*frames[0])
+    step = iter(range(1 << 62))
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return time_invoke(lambda _: filt(*frames[next(step) % 2]), None, runs, warmup)
+    finally:
+        cv2.setNumThreads(old)
+
+
+def temporal_scores(s: BenchSettings, size: int, model, entries: dict[str, Any], root: Path, tmp: Path,
+                    usable: list[str]) -> dict[str, Any]:
+    """The ``temporal`` section: every usable artifact, the FP32 reference and mesh-oval on the clips.
+
+    Args:
+        usable: artifact ids whose image run succeeded (they run again on the clip frames, untimed).
+    """
+    from facemat.data.clips import load_clips
+    from facemat.evaluation import clip_inputs, clip_outputs, score_clips, temporal_checks
+    from facemat.inference import reference_outputs
+    from facemat.pretrained.facemesh import load_baseline
+
+    clips = load_clips(s.clips, s.clip_limit)
+    inputs = [clip_inputs(c, size) for c in clips]
+    frames = np.concatenate(inputs)
+    bounds = np.cumsum([0] + [len(x) for x in inputs])
+
+    def split(outs: np.ndarray) -> list[np.ndarray]:
+        return [clip_outputs(outs[bounds[i]:bounds[i + 1]], c) for i, c in enumerate(clips)]
+
+    outputs: dict[str, list[np.ndarray]] = {"fp32-reference": split(reference_outputs(model, frames)[0])}
+    np.save(tmp / "clip-frames.npy", frames)
+    failed = {}
+    for aid in usable:
+        e = entries[aid]
+        spec = {"key": f"clips-{aid}", "kind": "artifact", "entry": e, "root": str(root), "target": e["target"],
+                "path": str(root / e["path"]), "threads": 1, "images": str(tmp / "clip-frames.npy"),
+                "outputs": str(tmp / f"clip-out-{aid}.npy"), "time": False, "precision": e["precision"]}
+        res = _run_worker(spec, tmp)
+        if res["status"] == "ok" and Path(spec["outputs"]).is_file():
+            outputs[aid] = split(np.load(spec["outputs"]))
+        else:
+            failed[aid] = res.get("reason") or res["status"]
+    mesh = load_baseline()
+    latency: dict[str, Any] = {"filter": _filter_latency(size, s.runs, s.warmup, s.filter)}
+    if not isinstance(mesh, str):
+        outputs["mesh-oval"] = [np.stack([mesh.oval_chw(im.transpose(2, 0, 1)) for im in c.images]) for c in clips]
+        from bench.peers import PeerRunner
+        from bench.worker import time_invoke
+
+        peer = PeerRunner(mesh.path, 1)  # as the peer rows time it: LiteRT with its default delegate
+        latency["face_mesh"] = time_invoke(peer.invoke, peer.prepare(peer.example()), s.runs, s.warmup)
+    rows = score_clips(clips, outputs, filtered=tuple(outputs), config=s.filter)
+    return {
+        "data": {"path": str(s.clips), "clips": len(clips), "frames": int(len(frames)), "model_size": size},
+        "filter": s.filter.to_dict(),
+        "rows": rows,
+        "checks": {name: temporal_checks(rows, name) for name in outputs if name != "mesh-oval"},
+        "failed": failed,
+        "baseline_error": mesh if isinstance(mesh, str) else None,
+        "latency_ms": latency,
+        "latency_what": "filter: facemat.temporal's NumPy/OpenCV reference on one frame, 1 thread; face_mesh: "
+                        "face_landmark.tflite invoke in LiteRT with its default delegate, 1 thread, as the peer rows "
+                        "time it; both in the bench's own process",
+    }
 
 
 def _run_worker(spec: dict[str, Any], tmp: Path, timeout: float = 900) -> dict[str, Any]:
@@ -402,6 +497,10 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
                                 res.get("latency_ms"), res.get("peak_mem_mb"), input=res.get("input")))
                 bar.update()
         bar.close()
+        temporal = None
+        if s.clips:
+            usable = [aid for aid in entries if any(r.artifact == aid and r.status == "ok" for r in rows)]
+            temporal = temporal_scores(s, size, model, entries, root, tmp, usable)
     row_dicts = [r.to_dict() for r in rows]
     baseline = baseline_scores(images, gts, occluded, model_outs)
     report = {
@@ -417,11 +516,12 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
         "timing": {"runs": s.runs, "warmup": s.warmup,
                    "what": "invoke only: pre/post-processing (layout change, int8 I/O (de)quantization, "
                            "image decoding, resizing) excluded; each artifact x threads in a fresh process"},
-        "settings": {**asdict(s), "only": list(s.only)},
+        "settings": {**asdict(s), "only": list(s.only), "filter": s.filter.to_dict()},
         "rows": row_dicts,
         "ratios": _ratios(row_dicts),
         "peers": _peer_ratios(row_dicts),
         "baseline": baseline,
+        "temporal": temporal,
         "notes": _notes(row_dicts, ref_where),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
@@ -487,16 +587,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pictures", type=int, default=3, help="images shown in report.html (default 3)")
     parser.add_argument("--only", action="append", default=[], metavar="ID", help="bench only this artifact id")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synth test faces (default 7)")
+    parser.add_argument("--clips", help="clip folder (python -m facemat.data.synth --frames 8): flicker, dtSSD and "
+                        "per-frame IoU of every artifact in its runtime, with and without the temporal filter")
+    parser.add_argument("--clip-limit", type=int, default=32, help="clips scored from --clips (default 32)")
+    parser.add_argument("--filter", default="", metavar="k_min=..,d0=..,d1=..,radius=..",
+                        help="temporal filter settings (default: facemat.temporal's)")
     add_debug_flag(parser)
     a = parser.parse_args(argv)
     s = BenchSettings(manifest=a.manifest, out=a.out or f"reports/{a.device}", device=a.device, data=a.data,
                       runs=a.runs, warmup=a.warmup, threads=a.threads, limit=a.limit, teacher=a.teacher,
                       checkpoint=a.checkpoint, peers=a.peers, profile=a.profile, pictures=a.pictures,
-                      only=tuple(a.only), seed=a.seed)
+                      only=tuple(a.only), seed=a.seed, clips=a.clips, clip_limit=a.clip_limit,
+                      filter=parse_config(a.filter))
     report = run_bench(s)
-    from bench.markdown import baseline_lines
+    from bench.markdown import baseline_lines, temporal_lines
 
     print("\n".join(baseline_lines(report.get("baseline"))))
+    if report.get("temporal"):
+        print("\n".join(temporal_lines(report["temporal"])))
     print(f"bench.run: {len(report['rows'])} rows in {s.out}/report.json, report.md, report.html", file=sys.stderr)
     return 0
 

@@ -7,7 +7,8 @@ that artifact's own.
 
 The spec holds the artifact's manifest entry and folder, the thread count, the image
 file (``N x 3 x S x S`` float32 ``.npy``), and where to write the outputs
-(``N x S x S`` float32 ``.npy``) and the result JSON.
+(``N x S x S`` float32 ``.npy``) and the result JSON; ``"time": false`` writes the
+outputs without timing (the clip frames of ``bench.run --clips``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if images is not None and spec.get("outputs"):
         outs = np.stack([np.asarray(runner(x[None]), np.float32)[0, 0] for x in images])
         np.save(spec["outputs"], outs)
+    if spec.get("time") is False:  # outputs only (clip frames): the timing is the image run's
+        return result
     first = images[:1] if images is not None else runner.example()
     result["input"] = "x".join(str(v) for v in np.shape(first))
     prepared = runner.prepare(first)

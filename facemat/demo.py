@@ -13,6 +13,14 @@ so the effect does not paint over them. The output is a side-by-side
 video (for a video input), written atomically, with the resolved settings in
 ``<out>.json`` beside it.
 
+On video the frame's alpha goes through the temporal filter an app runs after
+the model (:mod:`facemat.temporal`; ``--no-filter`` turns it off), and the
+demo prints the flicker of its own output alphas, with and without the filter.
+The input may also be one clip folder (``clips/<id>`` written by
+``python -m facemat.data.synth --frames 8``): a still clip's alphas are warped
+back onto its first frame with its recorded camera transforms before the
+spread is measured, and the ground truth's own figure is printed beside them.
+
 The model runs through the same code the bench uses: an exported artifact is
 looked up in the ``manifest.json`` of its folder, its sha256 checked, and
 loaded with ``targets.<target>.load_runner`` via ``bench.worker``; a checkpoint
@@ -39,6 +47,8 @@ from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import CheckpointError, ConfigError, DataError
 from facemat.io import atomic_path, write_bytes_atomic, write_json_atomic
 from facemat.safety import check_frame_pixels, check_image_pixels
+from facemat.temporal import DEFAULT as DEFAULT_FILTER
+from facemat.temporal import TemporalConfig, TemporalFilter, parse_config
 
 BUNDLED_STUDENT = Path(__file__).resolve().parent / "weights" / "student.pt"
 """The shipped ``student`` (256 x 256 input; distilled from :data:`BUNDLED_TEACHER` on procedural faces and
@@ -72,6 +82,7 @@ class DemoSettings:
         margin: extra context around a detected face box, as a fraction of its
             side on each side (the crop side is ``box * (1 + 2 * margin)``).
         max_frames: stop a video after this many frames (None: all).
+        filter: the temporal filter's settings on video, or None for no filter.
     """
 
     input: str
@@ -82,6 +93,7 @@ class DemoSettings:
     whole_frame: bool = False
     margin: float = 0.5
     max_frames: int | None = None
+    filter: TemporalConfig | None = DEFAULT_FILTER
 
     def __post_init__(self) -> None:
         if self.effect not in EFFECTS:
@@ -92,8 +104,9 @@ class DemoSettings:
                               f"student is --checkpoint {_display(BUNDLED_STUDENT)}")
         if not Path(self.input).exists():
             raise DataError(f"--input {self.input}: no such file")
-        if not Path(self.input).is_file():
-            raise DataError(f"--input {self.input}: not a file (give an image or a video)")
+        if not Path(self.input).is_file() and not _is_clip(self.input):
+            raise DataError(f"--input {self.input}: not a file or a clip folder (give an image, a video, or a "
+                            "clip folder with images/<t>.png)")
         for flag, p in (("--artifact", self.artifact), ("--checkpoint", self.checkpoint)):
             if p is not None and not Path(p).exists():
                 raise ConfigError(f"{flag} {p}: no such file")
@@ -380,8 +393,14 @@ def side_by_side(rgb: np.ndarray, alpha: np.ndarray, result: np.ndarray) -> np.n
 # --------------------------------------------------------------------------- the command
 
 
+def _is_clip(path: str) -> bool:
+    return Path(path).is_dir() and (Path(path) / "images").is_dir()
+
+
 def _input_kind(path: str) -> str:
-    """``"image"`` or ``"video"``: by extension, else by what OpenCV can open."""
+    """``"image"`` or ``"video"`` (a clip folder plays as a video): by extension, else by what OpenCV can open."""
+    if _is_clip(path):
+        return "video"
     ext = Path(path).suffix.lower()
     if ext in _VIDEO_IN_EXTS:
         return "video"
@@ -414,7 +433,12 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         article = "an" if kind == "image" else "a"
         raise ConfigError(f"--out {s.out}: {article} {kind} input writes {', '.join(want)}, not {Path(s.out).suffix!r}")
     frame = _read_image(s.input) if kind == "image" else None
-    if kind == "video":
+    clip = None
+    if _is_clip(s.input):
+        from facemat.data.clips import read_clip_folder
+
+        clip = read_clip_folder(s.input)  # checked before loading the model
+    elif kind == "video":
         _probe_video(s.input)  # refuse an unreadable input before loading the model
     matter = load_matter(s.artifact, s.checkpoint)
     finder = None if s.whole_frame else FaceFinder()
@@ -428,11 +452,14 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         assert ok, "cv2.imencode failed on a supported extension"
         _write(s.out, lambda: write_bytes_atomic(s.out, buf.tobytes()))
         frames = [faces]
+        stability = None
     else:
-        frames = _run_video(s, matter, finder)
-    summary = {"settings": asdict(s), "input_kind": kind, "model": matter.info, "model_input_size": matter.size,
-               "frames": len(frames), "faces_per_frame": frames,
+        frames, stability = _run_video(s, matter, finder, clip)
+    summary = {"settings": asdict(s), "input_kind": "clip" if clip is not None else kind, "model": matter.info,
+               "model_input_size": matter.size, "frames": len(frames), "faces_per_frame": frames,
                "frames_without_face": sum(1 for f in frames if f == 0)}
+    if stability is not None:
+        summary["flicker"] = stability
     _write(s.out + ".json", lambda: write_json_atomic(s.out + ".json", summary))
     return summary
 
@@ -483,22 +510,91 @@ def _frames(cap: cv2.VideoCapture, limit: int | None) -> Iterator[np.ndarray]:
         yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _run_video(s: DemoSettings, matter: Matter, finder: FaceFinder | None) -> list[int]:
-    """Filter every frame of ``s.input`` into ``s.out`` (mp4v); return the face count per frame."""
+class _Spread:
+    """Per-pixel mean and spread of the alphas of a stream, accumulated frame by frame (float64)."""
+
+    def __init__(self) -> None:
+        self.n, self.sum, self.sq = 0, 0.0, 0.0
+        self.kept: list[np.ndarray] = []
+
+    def add(self, alpha: np.ndarray, keep: bool) -> None:
+        a = alpha.astype(np.float64)
+        self.n, self.sum, self.sq = self.n + 1, self.sum + a, self.sq + a * a
+        if keep:
+            self.kept.append(alpha.astype(np.float32))
+
+    def flicker(self) -> float | None:
+        """Mean per-pixel population std x 1000 over every frame (no alignment); None below 2 frames."""
+        if self.n < 2:
+            return None
+        var = np.maximum(self.sq / self.n - (self.sum / self.n) ** 2, 0.0)
+        return float(1000.0 * np.sqrt(var).mean())
+
+
+def _stability(raw: _Spread, filtered: _Spread | None, clip) -> dict[str, Any] | None:
+    """The flicker of the output alphas (and without the filter): aligned on a still clip, else over the frames."""
+    from facemat.metrics import dtssd, flicker
+
+    out: dict[str, Any] = {}
+    if clip is not None and clip.motion == "still" and clip.cameras is not None and len(raw.kept) == len(clip.images):
+        from facemat.data.clips import align_to_first
+
+        def aligned(seq):
+            a, valid = align_to_first(np.stack(seq), clip.cameras)
+            return flicker(a, valid)
+
+        out["how"] = "still clip: alphas warped back onto frame 0 with its camera transforms (x 1000)"
+        out["ground_truth"] = aligned(list(clip.alphas))
+        out["unfiltered"] = aligned(raw.kept)
+        if filtered is not None:
+            out["filtered"] = aligned(filtered.kept)
+    else:
+        out["how"] = "per-pixel std over all frames without alignment (x 1000): meaningful for a camera held still"
+        out["unfiltered"] = raw.flicker()
+        if filtered is not None:
+            out["filtered"] = filtered.flicker()
+        if out["unfiltered"] is None:
+            return None
+    if clip is not None and len(raw.kept) == len(clip.images) and clip.alphas.shape[1:] == raw.kept[0].shape:
+        out["dtssd_unfiltered"] = dtssd(np.stack(raw.kept), clip.alphas)
+        if filtered is not None:
+            out["dtssd_filtered"] = dtssd(np.stack(filtered.kept), clip.alphas)
+    return out
+
+
+def _clip_frames(clip, limit: int | None) -> Iterator[np.ndarray]:
+    for image in clip.images[:limit]:
+        yield np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _run_video(s: DemoSettings, matter: Matter, finder: FaceFinder | None, clip=None
+               ) -> tuple[list[int], dict[str, Any] | None]:
+    """Filter every frame of ``s.input`` (a video, or ``clip``'s frames) into ``s.out`` (mp4v).
+
+    Returns:
+        The face count per frame, and the flicker of the output alphas (see :func:`_stability`).
+    """
     from tqdm import tqdm
 
-    cap = _open_video(s.input)
+    cap = _open_video(s.input) if clip is None else None
     try:
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        if s.max_frames is not None and total is not None:
-            total = min(total, s.max_frames)
-        frames = _frames(cap, s.max_frames)
+        if cap is not None:
+            fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+            if s.max_frames is not None and total is not None:
+                total = min(total, s.max_frames)
+            frames = _frames(cap, s.max_frames)
+        else:
+            fps, total, frames = 30.0, len(clip.images[:s.max_frames]), _clip_frames(clip, s.max_frames)
         first = next(frames, None)
         if first is None:
             raise DataError(f"--input {s.input}: no frame could be read (empty or corrupt video)")
         height, width = first.shape[:2]
         faces: list[int] = []
+        # Apps run the filter on each frame's alpha after the model; with it on, the effect is applied to
+        # the whole frame and composited with the filtered alpha.
+        filt = TemporalFilter(s.filter) if s.filter is not None else None
+        raw, smooth = _Spread(), _Spread() if filt is not None else None
 
         def write() -> None:
             with atomic_path(s.out, suffix=Path(s.out).suffix) as tmp:
@@ -509,6 +605,11 @@ def _run_video(s: DemoSettings, matter: Matter, finder: FaceFinder | None) -> li
                     for rgb in tqdm(itertools.chain([first], frames), total=total, desc="facemat.demo",
                                     unit="frame", file=sys.stderr):
                         alpha, result, n = process_frame(rgb, matter, s.effect, finder, s.margin)
+                        raw.add(alpha, keep=clip is not None)
+                        if filt is not None:
+                            alpha = filt(rgb, alpha)
+                            result = composite(rgb, alpha, EFFECT_FNS[s.effect](rgb))
+                            smooth.add(alpha, keep=clip is not None)
                         faces.append(n)
                         writer.write(cv2.cvtColor(side_by_side(rgb, alpha, result), cv2.COLOR_RGB2BGR))
                 finally:
@@ -516,12 +617,13 @@ def _run_video(s: DemoSettings, matter: Matter, finder: FaceFinder | None) -> li
 
         _write(s.out, write)
     finally:
-        cap.release()
+        if cap is not None:
+            cap.release()
     missing = [i for i, n in enumerate(faces) if n == 0]
     if missing:
         print(f"facemat.demo: no face found in {len(missing)} of {len(faces)} frames (first: frame {missing[0]}); "
               "those frames are left unfiltered. For a video of face crops, pass --whole-frame", file=sys.stderr)
-    return faces
+    return faces, _stability(raw, smooth, clip)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -555,7 +657,9 @@ example:
   python -m facemat.demo --input face.png --checkpoint {_display(BUNDLED_STUDENT)} \\
       --effect tint --whole-frame --out face-tint.png""",
     )
-    parser.add_argument("--input", required=True, metavar="IMAGE|VIDEO", help="an image (.png, .jpg, ...) or a video")
+    parser.add_argument("--input", required=True, metavar="IMAGE|VIDEO|CLIP",
+                        help="an image (.png, .jpg, ...), a video, or a clip folder (clips/<id> of python -m "
+                        "facemat.data.synth --frames 8: played as a video, its flicker measured)")
     parser.add_argument("--artifact", metavar="PATH", help="an exported artifact listed in its folder's manifest.json")
     parser.add_argument("--checkpoint", metavar="CKPT",
                         help=f"a student checkpoint, e.g. the bundled {_display(BUNDLED_STUDENT)}")
@@ -571,11 +675,22 @@ example:
                         help="context added on each side of a detected face box, as a fraction of its side "
                         "(default 0.5)")
     parser.add_argument("--max-frames", type=int, help="stop a video after this many frames")
+    parser.add_argument("--no-filter", action="store_true",
+                        help="video: no temporal filter after the model (default: facemat.temporal's filter)")
+    parser.add_argument("--filter", default="", metavar="k_min=..,d0=..,d1=..,radius=..",
+                        help="video: the temporal filter's settings (default: facemat.temporal's)")
     add_debug_flag(parser)
     a = parser.parse_args(argv)
     s = DemoSettings(input=a.input, out=a.out, effect=a.effect, artifact=a.artifact, checkpoint=a.checkpoint,
-                     whole_frame=a.whole_frame, margin=a.margin, max_frames=a.max_frames)
+                     whole_frame=a.whole_frame, margin=a.margin, max_frames=a.max_frames,
+                     filter=None if a.no_filter else parse_config(a.filter))
     summary = run_demo(s)
+    f = summary.get("flicker")
+    if f:
+        said = f"{f['filtered']:.2f} with the temporal filter, {f['unfiltered']:.2f} without" if "filtered" in f \
+            else f"{f['unfiltered']:.2f} (no filter)"
+        gt = f" (ground truth {f['ground_truth']:.2f})" if "ground_truth" in f else ""
+        print(f"facemat.demo: flicker of the output alphas: {said}{gt}; {f['how']}")
     faces = summary["faces_per_frame"]
     print(f"facemat.demo: {s.out} ({summary['frames']} frame(s), {sum(faces)} face crop(s), "
           f"{summary['model'].get('id') or summary['model']['path']})", file=sys.stderr)

@@ -157,3 +157,200 @@ class SplitScores:
     def summary(self) -> dict[str, dict[str, float]]:
         means = BandScores._means(self.scores)  # the same NaN rule as every band's means
         return {name: {**means[name], "images": self.images[name]} for name in self.GROUPS if self.images[name]}
+
+
+# ------------------------------------------------------------- clips: temporal stability
+
+TEMPORAL_KEYS = ("flicker", "dtssd", "iou", "sad")
+"""What clip tables show: flicker x 1000 (still clips), dtSSD x 100 (moving clips), per-frame IoU and SAD."""
+
+IOU_LOSS_MAX = 0.01
+"""The most per-frame IoU a stabilising path may give up (the issue's bar)."""
+
+
+class ClipScores:
+    """Per-frame matting scores, flicker and dtSSD of one model over clips, by motion.
+
+    ``add(pred, clip)`` scores one clip (``pred``: ``T x H x W`` alphas for
+    ``clip.images``); ``summary()`` -> ``{"still": {...}, "moving": {...}, "all": {...}}``
+    (a group without clips is left out) with the means of:
+
+    * ``iou``, ``sad``, ``mse``: per frame, averaged over every frame;
+    * ``dtssd``: per clip (:func:`facemat.metrics.dtssd`), averaged over clips;
+    * ``flicker``: per still clip with camera transforms, after warping every
+      frame back onto frame 0 (:func:`facemat.data.clips.align_to_first`) and
+      counting only the pixels all frames see (:func:`facemat.metrics.flicker`, x 1000).
+    """
+
+    GROUPS = ("still", "moving", "all")
+    FRAME_KEYS = ("iou", "sad", "mse")
+
+    def __init__(self) -> None:
+        self.frame_scores: dict[str, dict[str, list[float]]] = {}
+        self.clip_scores: dict[str, dict[str, list[float]]] = {}
+        self.clips = dict.fromkeys(self.GROUPS, 0)
+        self.frames = dict.fromkeys(self.GROUPS, 0)
+
+    def add(self, pred: np.ndarray, clip) -> None:
+        from facemat.data.clips import align_to_first
+        from facemat.metrics import dtssd, flicker, iou, mse, sad
+
+        pred = np.asarray(pred, np.float32)
+        gt = clip.alphas
+        if pred.shape != gt.shape:
+            raise ValueError(f"clip {clip.id}: predictions of shape {pred.shape} for ground truth of {gt.shape}")
+        per_clip = {"dtssd": dtssd(pred, gt)}
+        if clip.motion == "still" and clip.cameras is not None:
+            aligned, valid = align_to_first(pred, clip.cameras)
+            per_clip["flicker"] = flicker(aligned, valid)
+        per_frame = {k: [fn(pred[t], gt[t]) for t in range(len(pred))]
+                     for k, fn in (("iou", iou), ("sad", sad), ("mse", mse))}
+        for group in (clip.motion, "all"):
+            for k, values in per_frame.items():
+                self.frame_scores.setdefault(group, {}).setdefault(k, []).extend(values)
+            for k, v in per_clip.items():
+                self.clip_scores.setdefault(group, {}).setdefault(k, []).append(v)
+            self.clips[group] += 1
+            self.frames[group] += len(pred)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for group in self.GROUPS:
+            if not self.clips[group]:
+                continue
+            means = BandScores._means({"x": {**self.frame_scores.get(group, {}), **self.clip_scores.get(group, {})}})
+            out[group] = {**means["x"], "clips": self.clips[group], "frames": self.frames[group]}
+        return out
+
+
+def score_clips(clips: list, outputs: dict[str, list[np.ndarray]], filtered: tuple[str, ...] = (),
+                config=None) -> dict[str, dict[str, dict[str, float]]]:
+    """:class:`ClipScores` summaries of several models on the same clips, with and without the temporal filter.
+
+    Args:
+        clips: :class:`facemat.data.clips.ClipData` items.
+        outputs: model name -> per clip ``T x H x W`` alphas (in ``clips`` order).
+        filtered: names of ``outputs`` to score again after :func:`facemat.temporal.filter_sequence`,
+            as ``"<name>+filter"``.
+        config: the filter's :class:`facemat.temporal.TemporalConfig` (its default when None).
+
+    Returns:
+        ``{row name: summary}``: every model, each filtered one, and ``ground-truth``
+        (the ground truth scored as a prediction: its flicker is what warping
+        alone leaves, the floor of the measurement).
+    """
+    from facemat.temporal import filter_sequence
+
+    rows: dict[str, ClipScores] = {}
+    for name, preds in outputs.items():
+        if len(preds) != len(clips):
+            raise ValueError(f"{name}: outputs for {len(preds)} clips, {len(clips)} clips given")
+        rows[name] = ClipScores()
+        for clip, pred in zip(clips, preds):
+            rows[name].add(pred, clip)
+        if name in filtered:
+            rows[f"{name}+filter"] = ClipScores()
+            for clip, pred in zip(clips, preds):
+                rows[f"{name}+filter"].add(filter_sequence(clip.images, pred, config), clip)
+    rows["ground-truth"] = ClipScores()
+    for clip in clips:
+        rows["ground-truth"].add(clip.alphas, clip)
+    return {name: sc.summary() for name, sc in rows.items()}
+
+
+def temporal_checks(rows: dict[str, dict[str, dict[str, float]]], model: str,
+                    baseline: str = "mesh-oval") -> list[dict[str, object]]:
+    """The issue's bar for a stable path, computed from measured rows (nothing here is tuned to pass).
+
+    ``model`` and ``model+filter`` must be rows; ``baseline`` may be missing
+    (then its check is left out).
+    """
+    raw, filt = rows.get(model, {}), rows.get(f"{model}+filter", {})
+    base = rows.get(baseline, {})
+    checks: list[dict[str, object]] = []
+
+    def get(row, group, key):
+        return row.get(group, {}).get(key)
+
+    f_filt, f_raw, f_base = get(filt, "still", "flicker"), get(raw, "still", "flicker"), get(base, "still", "flicker")
+    if f_filt is not None and f_base is not None:
+        checks.append({"check": f"{model}+filter flicker <= {baseline} flicker (still clips)",
+                       "measured": f"{f_filt:.2f} vs {f_base:.2f} (without the filter {f_raw:.2f})",
+                       "ok": bool(f_filt <= f_base)})
+    for group, where in (("still", "still clips"), ("all", "all frames")):
+        i_raw, i_filt = get(raw, group, "iou"), get(filt, group, "iou")
+        if i_raw is not None and i_filt is not None:
+            checks.append({"check": f"{model}+filter loses at most {IOU_LOSS_MAX} per-frame IoU ({where})",
+                           "measured": f"{i_filt:.4f} vs {i_raw:.4f} ({i_filt - i_raw:+.4f})",
+                           "ok": bool(i_raw - i_filt <= IOU_LOSS_MAX)})
+    d_raw, d_filt = get(raw, "moving", "dtssd"), get(filt, "moving", "dtssd")
+    if d_raw is not None and d_filt is not None:
+        checks.append({"check": f"{model}+filter dtSSD below {model}'s (moving clips)",
+                       "measured": f"{100 * d_filt:.3f} vs {100 * d_raw:.3f} (x100)",
+                       "ok": bool(d_filt < d_raw)})
+    return checks
+
+
+def format_clip_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Clip rows as text: flicker on still clips, dtSSD on moving clips, per-frame IoU and SAD over all frames."""
+    head = (f"{'model':<26}{'flicker still':>14}{'dtSSD moving':>14}{'dtSSD still':>13}{'IoU all':>10}"
+            f"{'IoU still':>11}{'IoU moving':>12}{'SAD all':>10}")
+    lines = [head]
+
+    def cell(row, group, key, scale=1.0, width=10, fmt=".4f"):
+        v = row.get(group, {}).get(key)
+        return f"{'-':>{width}}" if v is None else f"{v * scale:>{width}{fmt}}"
+
+    for name, row in rows.items():
+        lines.append(f"{name:<26}" + cell(row, "still", "flicker", 1, 14, ".2f")
+                     + cell(row, "moving", "dtssd", 100, 14, ".3f") + cell(row, "still", "dtssd", 100, 13, ".3f")
+                     + cell(row, "all", "iou") + cell(row, "still", "iou", width=11)
+                     + cell(row, "moving", "iou", width=12) + cell(row, "all", "sad"))
+    counts = next(iter(rows.values()), {})
+    lines.append(f"flicker: mean per-pixel std over the aligned frames x 1000; dtSSD x 100; IoU at 0.5 and SAD/1000 "
+                 f"per frame; {counts.get('still', {}).get('clips', 0)} still and "
+                 f"{counts.get('moving', {}).get('clips', 0)} moving clips. ground-truth: the floor that warping "
+                 "frames back leaves.")
+    return "\n".join(lines)
+
+
+def clip_inputs(clip, size: int | None = None) -> np.ndarray:
+    """A clip's frames as model inputs: ``T x 3 x S x S`` float32 RGB in [0, 1].
+
+    Frames of another size than ``size`` are resized to it (area when shrinking,
+    else bilinear); None keeps the clip's size.
+    """
+    import cv2
+
+    images = clip.images
+    h, w = images.shape[1:3]
+    if size is not None and (h, w) != (size, size):
+        interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
+        images = np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)  # T x H x W x 3 -> T x 3 x H x W
+
+
+def clip_outputs(alphas: np.ndarray, clip) -> np.ndarray:
+    """Model alphas ``T x S x S`` back at the clip's own size (bilinear): ``T x H x W`` float32."""
+    import cv2
+
+    alphas = np.asarray(alphas, np.float32)
+    h, w = clip.alphas.shape[1:]
+    if alphas.shape[1:] != (h, w):
+        alphas = np.stack([cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR) for a in alphas])
+    return alphas
+
+
+def clip_predictions(predict, clip, size: int | None = None) -> np.ndarray:
+    """A model's alphas for every frame of a clip, at the clip's own size.
+
+    Args:
+        predict: ``images N x 3 x S x S float32 RGB in [0, 1] -> alphas N x S x S``.
+        clip: a :class:`facemat.data.clips.ClipData`.
+        size: the model's input side S (:func:`clip_inputs`); None: the clip's size.
+
+    Returns:
+        ``T x H x W`` float32 alphas.
+    """
+    x = clip_inputs(clip, size)
+    return clip_outputs(np.asarray(predict(x), np.float32).reshape(len(x), x.shape[2], x.shape[3]), clip)

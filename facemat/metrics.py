@@ -1,4 +1,4 @@
-"""Alpha-matting metrics: SAD, MSE, Grad, Conn, IoU, dtSSD, and evaluation bands.
+"""Alpha-matting metrics: SAD, MSE, Grad, Conn, IoU, dtSSD, flicker, and evaluation bands.
 
 Pure NumPy (+ ``scipy.ndimage``); no torch, so the bench harness and reports can
 use it without loading a framework. Definitions follow the Deep Image Matting
@@ -14,7 +14,8 @@ Conventions, in one place:
   with its trimap: the mask only restricts the final sum (DIM's
   ``trimap == 128``). ``mask=None`` counts every pixel.
 - SAD, Grad and Conn are divided by 1000 (the matting-literature convention);
-  MSE and dtSSD are returned raw (papers often print MSE x 1e3, dtSSD x 1e2).
+  MSE and dtSSD are returned raw (papers often print MSE x 1e3, dtSSD x 1e2);
+  flicker is multiplied by 1000 (as the figures it is compared with were given).
 - Foreground tests use ``>=`` everywhere (IoU: ``alpha >= threshold``; Conn:
   ``alpha >= t``), matching DIM's ``pred >= thresh``.
 - Conn uses 4-connectivity, as DIM's ``bwconncomp(..., 4)``.
@@ -35,6 +36,7 @@ __all__ = [
     "boundary_band",
     "conn_error",
     "dtssd",
+    "flicker",
     "grad_error",
     "iou",
     "matting_metrics",
@@ -352,6 +354,37 @@ def dtssd(pred_seq: np.ndarray, gt_seq: np.ndarray, mask: np.ndarray | None = No
         n = int(mt.sum())
         errors.append(math.sqrt(float((diff[t - 1][mt] ** 2).sum()) / n) if n else 0.0)
     return float(np.mean(errors))
+
+
+def flicker(aligned_seq: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Flicker of a still scene: the mean over pixels of each pixel's spread over time, x 1000.
+
+    The frames must already be aligned (the same scene point at the same pixel
+    in every frame; see ``facemat.data.clips.align_to_first``), so that what
+    is left is the matte changing where the scene did not::
+
+        flicker = 1000 * mean_px std_t(alpha_t(px))
+
+    with the population standard deviation (divided by T) over the T frames.
+    Identical frames give 0; a pixel alternating between 0 and 1 gives 0.5 there.
+
+    Args:
+        aligned_seq: Aligned alphas, float TxHxW, values nominally in [0, 1].
+        mask: Optional bool HxW: the pixels counted (e.g. those every frame sees).
+
+    Returns:
+        Flicker x 1000 (>= 0); NaN when the mask is empty.
+
+    Raises:
+        ValueError: Fewer than 2 frames, non-float or non-3-D input, bad mask.
+    """
+    a = _as_float(aligned_seq, "aligned_seq", 3)
+    if a.shape[0] < 2:
+        raise ValueError(f"flicker needs at least 2 frames; got T={a.shape[0]}")
+    m = _check_mask(mask, a.shape[1:])
+    if not m.any():
+        return float("nan")
+    return float(1000.0 * a.std(axis=0)[m].mean())
 
 
 # --------------------------------------------------------------------------- #

@@ -9,6 +9,11 @@ held-out images at the model's own size:
   and high-uncertainty bands (teacher ``b``, top 10 % per image);
 * max abs error, MSE and PSNR against the FP32 student, in the same bands.
 
+With ``--clips DIR`` (``python -m facemat.data.synth --frames 8``) the same
+models also run on every clip frame: flicker on still clips, dtSSD on moving
+clips and per-frame IoU, with and without the temporal filter, and per arm how
+much flicker and dtSSD int8 adds over FP32.
+
 A single QAT run moves SAD by about as much as the arms differ from each other,
 so each arm is reported as the mean and sample standard deviation over the
 seeds, and the issue's acceptance tests are computed from those means
@@ -57,8 +62,14 @@ class CompareSettings:
     size: int = 128
     seeds: tuple[int, ...] = (1, 2, 3)
     workers: int = 1
+    clips: str | None = None
+    clip_limit: int | None = None
 
     def __post_init__(self) -> None:
+        if self.clips is not None and not Path(self.clips).is_dir():
+            raise ConfigError(f"--clips: {self.clips} is not a folder (python -m facemat.data.synth --frames 8)")
+        if self.clip_limit is not None and self.clip_limit < 1:
+            raise ConfigError(f"--clip-limit must be >= 1, got {self.clip_limit}")
         check_recipe(self.recipe)
         for flag, path in (("--student", self.student), ("--teacher", self.teacher)):
             if not Path(path).is_file():
@@ -198,6 +209,7 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
             for name, model in models.items():
                 pred = model(x)[0, 0].numpy()
                 scores[name].add(pred, gt, b=b, ref=None if name == "fp32" else ref)
+    temporal = _temporal(s, models, size) if s.clips else None
     runs = {arm: {seed: scores[f"seed-{seed}/{arm}"].summary() for seed in s.seeds} for arm in ARMS}
     rows: dict[str, Any] = {"fp32": scores["fp32"].summary()}
     sds: dict[str, Any] = {}
@@ -218,12 +230,57 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
         "sd": sds,
         "runs": {arm: {str(seed): summary for seed, summary in per_seed.items()} for arm, per_seed in runs.items()},
         "checks": _checks(rows, runs),
+        "temporal": temporal,
         "wall_s": walls,
         "eval_wall_s": time.perf_counter() - t0,
         "settings": asdict(s),
     }
     write_json_atomic(out / "report.json", report)
     return report
+
+
+def _temporal(s: CompareSettings, models: dict[str, Any], size: int) -> dict[str, Any]:
+    """Clip scores of FP32 and every quantized model (raw and filtered), each arm as the mean over its seeds."""
+    from facemat.data.clips import load_clips
+    from facemat.evaluation import clip_predictions, score_clips
+
+    clips = load_clips(s.clips, s.clip_limit)
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    with torch.no_grad():
+        for clip in tqdm(clips, desc="quantize.compare: clips", file=sys.stderr):
+            for name, model in models.items():
+                # One frame at a time: the converted programs were re-exported at batch 1.
+                outputs[name].append(clip_predictions(
+                    lambda x: np.concatenate([model(torch.from_numpy(f[None]))[:, 0].numpy() for f in x]), clip, size))
+    per_model = score_clips(clips, outputs, filtered=tuple(outputs))
+    rows: dict[str, Any] = {"fp32": per_model["fp32"], "fp32+filter": per_model["fp32+filter"],
+                            "ground-truth": per_model["ground-truth"]}
+    for arm in ARMS:
+        for suffix in ("", "+filter"):
+            seeds = [per_model[f"seed-{seed}/{arm}{suffix}"] for seed in s.seeds]
+            rows[arm + suffix] = {group: {k: float(np.mean([r[group][k] for r in seeds])) for k in seeds[0][group]}
+                                  for group in seeds[0]}
+    added = {}
+    for arm in ARMS:
+        for suffix in ("", "+filter"):
+            q, f = rows[arm + suffix], rows["fp32" + suffix]
+            added[arm + suffix] = {"flicker": q["still"]["flicker"] - f["still"]["flicker"],
+                                   "dtssd": q["moving"]["dtssd"] - f["moving"]["dtssd"],
+                                   "iou": q["all"]["iou"] - f["all"]["iou"]}
+    return {"data": str(s.clips), "clips": len(clips), "rows": rows, "int8_minus_fp32": added,
+            "per_model": per_model, "note": "each arm's rows are the mean over its seeds"}
+
+
+def format_temporal(temporal: dict[str, Any]) -> list[str]:
+    from facemat.evaluation import format_clip_table
+
+    lines = [f"temporal stability on {temporal['clips']} clips ({temporal['data']}), quantized rows mean over seeds:",
+             format_clip_table(temporal["rows"]), "what int8 adds over FP32 (same filter setting):"]
+    for name, d in temporal["int8_minus_fp32"].items():
+        verdict = "adds flicker" if d["flicker"] > 0 else "no added flicker"
+        lines.append(f"  {name:<22} flicker {d['flicker']:+.2f}, dtSSD x100 {100 * d['dtssd']:+.3f}, "
+                     f"IoU {d['iou']:+.4f}: {verdict}")
+    return lines
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -256,6 +313,7 @@ def format_report(report: dict[str, Any]) -> str:
         format_band_table(ref, REFERENCE_KEYS),
         "acceptance checks:",
         *checks,
+        *(format_temporal(report["temporal"]) if report.get("temporal") else []),
         f"wall time: {walls}",
     ])
 
@@ -285,12 +343,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="1,2,3",
                         help="training seeds: each arm runs once per seed and is reported as mean ± sd (default 1,2,3)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--clips", help="clip folder (python -m facemat.data.synth --frames 8): flicker, dtSSD and "
+                        "per-frame IoU of FP32 and every int8 model, with and without the temporal filter")
+    parser.add_argument("--clip-limit", type=int, help="use only the first N clips")
     add_debug_flag(parser)
     a = parser.parse_args(argv)
     report = run_compare(CompareSettings(student=a.student, teacher=a.teacher, recipe=a.recipe, out=a.out,
                                          data=a.data, eval_data=a.eval_data, eval_count=a.eval_count,
                                          eval_seed=a.eval_seed, qat_steps=a.qat_steps, kd_from=a.kd_from, calib=a.calib, size=a.size,
-                                         seeds=parse_seeds(a.seeds), workers=a.workers))
+                                         seeds=parse_seeds(a.seeds), workers=a.workers, clips=a.clips,
+                                         clip_limit=a.clip_limit))
     print(format_report(report))
     return 0
 

@@ -84,6 +84,33 @@ def test_bench_measures_scores_and_reports_every_artifact(exported, tmp_path: Pa
     assert "Quality beside the mesh-oval baseline" in (out / "report.md").read_text()
 
 
+def test_bench_scores_every_artifact_on_clips_in_its_runtime(exported, tmp_path: Path):
+    from bench.run import BenchSettings, run_bench
+    from facemat.data.synth import SynthSettings, generate
+
+    clips = tmp_path / "clips"
+    generate(SynthSettings(out=clips, count=2, seed=5, size=64, split="test", frames=3))
+    out = tmp_path / "report"
+    report = run_bench(BenchSettings(manifest=str(exported["manifest"]), out=str(out), device="test-cpu", runs=2,
+                                     warmup=1, threads="1", limit=2, only=("onnx-fp32",),
+                                     clips=str(clips), pictures=0))
+    t = report["temporal"]
+    assert t["data"]["clips"] == 2 and t["data"]["frames"] == 6 and not t["failed"]
+    names = ("fp32-reference", "onnx-fp32", "mesh-oval")
+    assert set(t["rows"]) == {*names, *(n + "+filter" for n in names), "ground-truth"}
+    rows = t["rows"]
+    # The runtime's outputs land on the right clips: the fp32 artifact scores as the reference does.
+    for group, key in (("still", "flicker"), ("moving", "dtssd"), ("all", "iou")):
+        assert rows["onnx-fp32"][group][key] == pytest.approx(rows["fp32-reference"][group][key], abs=1e-3)
+    assert rows["onnx-fp32+filter"]["still"]["flicker"] < rows["onnx-fp32"]["still"]["flicker"]
+    assert rows["ground-truth"]["moving"]["dtssd"] == 0.0
+    assert set(t["checks"]) == {"fp32-reference", "onnx-fp32"}
+    assert len(t["checks"]["onnx-fp32"]) == 4
+    assert t["latency_ms"]["filter"]["median"] > 0 and t["latency_ms"]["face_mesh"]["median"] > 0
+    md = (out / "report.md").read_text()
+    assert "Temporal stability on clips" in md and "onnx-fp32+filter" in md
+
+
 def test_bench_refuses_a_changed_artifact_before_running(exported, tmp_path: Path):
     from bench.run import BenchSettings, run_bench
 
@@ -103,6 +130,8 @@ def test_bench_refuses_a_changed_artifact_before_running(exported, tmp_path: Pat
     ({"runs": 0}, "--runs must be >= 1"),
     ({"device": "my phone"}, "--device must be a short name"),
     ({"data": "/nonexistent"}, "--data: /nonexistent is not a folder"),
+    ({"clips": "/nonexistent"}, "--clips: /nonexistent is not a folder"),
+    ({"clip_limit": 0}, "--clip-limit must be >= 1"),
 ])
 def test_bench_settings_errors(exported, kwargs, message):
     from bench.run import BenchSettings

@@ -40,6 +40,7 @@ import pytest
 from facemat.checkpoint import file_sha256
 from facemat.cli import run_main
 from facemat.data.synth import render_sample
+from facemat.errors import DataError
 from facemat.demo import (
     BUNDLED_STUDENT,
     EFFECTS,
@@ -224,6 +225,32 @@ def test_video_gives_a_side_by_side_video(face, tmp_path: Path, capsys):
     run_demo(DemoSettings(input=str(video), out=str(out), checkpoint=str(BUNDLED_STUDENT), whole_frame=True,
                           max_frames=2))
     assert json.loads((tmp_path / "out.mp4.json").read_text())["frames"] == 2
+
+
+def test_clip_folder_plays_through_the_temporal_filter_and_reports_its_flicker(tmp_path: Path, capsys):
+    from facemat.data.synth import SynthSettings, generate
+
+    generate(SynthSettings(out=tmp_path / "clips", count=1, seed=3, size=SIZE, split="test", frames=5,
+                           motion="still"))
+    clip = tmp_path / "clips" / "clips" / "test-000000"
+    out = tmp_path / "clip.mp4"
+    assert run_main(main, ["--input", str(clip), "--checkpoint", str(BUNDLED_STUDENT), "--whole-frame",
+                           "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "flicker of the output alphas:" in said and "warped back onto frame 0" in said
+    summary = json.loads((tmp_path / "clip.mp4.json").read_text())
+    f = summary["flicker"]
+    assert summary["input_kind"] == "clip" and summary["frames"] == 5
+    assert f["filtered"] < f["unfiltered"]  # the filter holds the still face steadier
+    assert f["ground_truth"] < 3.0 and f["dtssd_filtered"] < f["dtssd_unfiltered"]
+    assert f"{f['filtered']:.2f} with the temporal filter, {f['unfiltered']:.2f} without" in said
+    summary = run_demo(DemoSettings(input=str(clip), out=str(out), checkpoint=str(BUNDLED_STUDENT),
+                                    whole_frame=True, filter=None))
+    assert "filtered" not in summary["flicker"]
+    assert summary["flicker"]["unfiltered"] == pytest.approx(f["unfiltered"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="not a file or a clip folder"):
+        DemoSettings(input=str(tmp_path / "empty"), out=str(out), checkpoint=str(BUNDLED_STUDENT))
 
 
 def test_no_face_found_is_said_and_the_frame_is_left_alone(face, tmp_path: Path, capsys):

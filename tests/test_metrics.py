@@ -315,6 +315,37 @@ def test_dtssd_errors() -> None:
         M.dtssd(np.zeros((2, 2)), np.zeros((2, 2)))
 
 
+def test_flicker_of_identical_frames_is_zero() -> None:
+    frame = np.random.default_rng(0).random((6, 5))
+    assert M.flicker(np.stack([frame] * 4)) == 0.0
+
+
+def test_flicker_by_hand() -> None:
+    # Two frames, 2x2. Pixel (0,0) goes 0 -> 1: population std 0.5. Pixel (0,1)
+    # goes .2 -> .6: std .2. The bottom row is still: 0. Mean over 4 px = .7 / 4
+    # = .175, x 1000 = 175.
+    seq = np.array([[[0.0, 0.2], [0.3, 0.3]], [[1.0, 0.6], [0.3, 0.3]]])
+    assert M.flicker(seq) == pytest.approx(175.0, abs=1e-9)
+    # Only the top row counted: (.5 + .2) / 2 x 1000 = 350.
+    top = np.array([[True, True], [False, False]])
+    assert M.flicker(seq, top) == pytest.approx(350.0, abs=1e-9)
+    # Three frames 0, .5, 1 at one pixel: std = sqrt(((.5)^2 + 0 + (.5)^2) / 3) = sqrt(1/6).
+    ramp = np.array([0.0, 0.5, 1.0]).reshape(3, 1, 1)
+    assert M.flicker(ramp) == pytest.approx(1000 * math.sqrt(1 / 6), abs=1e-9)
+    assert math.isnan(M.flicker(seq, np.zeros((2, 2), bool)))
+
+
+def test_flicker_errors() -> None:
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        M.flicker(np.zeros((1, 2, 2)))
+    with pytest.raises(ValueError, match="3-D"):
+        M.flicker(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="uint8"):
+        M.flicker(np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match="bool"):
+        M.flicker(np.zeros((2, 2, 2)), np.ones((2, 2), np.uint8))
+
+
 # --------------------------------------------------------------------------- #
 # Bands
 # --------------------------------------------------------------------------- #

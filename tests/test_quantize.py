@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -188,6 +189,38 @@ def test_compare_report(tmp_path: Path, ckpts, folder: Path):
     run_compare(replace(s, qat_steps=3))
     changed = {p.parent.name for p, t in pt2.items() if p.stat().st_mtime_ns != t}
     assert changed == {"qat-uniform", "qat-uncertainty"}
+
+
+def test_compare_shows_whether_int8_adds_flicker(tmp_path: Path, ckpts):
+    from facemat.checkpoint import load_checkpoint
+    from facemat.data.synth import SynthSettings, generate
+    from quantize.compare import CompareSettings, _temporal, format_temporal
+
+    generate(SynthSettings(out=tmp_path / "clips", count=2, seed=5, size=64, split="test", frames=3))
+    student, _ = load_checkpoint(ckpts["student"], expect="student")
+
+    class Shimmer(torch.nn.Module):  # stands in for an int8 model whose output jitters frame to frame
+        def __init__(self):
+            super().__init__()
+            self.gen = torch.Generator().manual_seed(0)
+
+        def forward(self, x):
+            return (student(x) + 0.05 * torch.randn(student(x).shape, generator=self.gen)).clamp(0, 1)
+
+    s = CompareSettings(student=str(ckpts["student"]), teacher=str(ckpts["teacher"]), recipe="xnnpack", out="x",
+                        seeds=(1,), clips=str(tmp_path / "clips"))
+    models = {"fp32": student, "seed-1/ptq": student, "seed-1/qat-uniform": Shimmer(),
+              "seed-1/qat-uncertainty": student}
+    t = _temporal(s, models, 64)
+    assert t["int8_minus_fp32"]["ptq"]["flicker"] == 0.0
+    assert t["int8_minus_fp32"]["qat-uniform"]["flicker"] > 1.0
+    assert t["int8_minus_fp32"]["qat-uniform+filter"]["flicker"] < t["int8_minus_fp32"]["qat-uniform"]["flicker"]
+    text = "\n".join(format_temporal(t))
+    assert re.search(r"qat-uniform +flicker \+\d+\.\d+.*: adds flicker", text)
+    assert re.search(r"ptq +flicker \+0\.00.*: no added flicker", text)
+    with pytest.raises(ConfigError, match="--clips: .* is not a folder"):
+        CompareSettings(student=str(ckpts["student"]), teacher=str(ckpts["teacher"]), recipe="xnnpack", out="x",
+                        clips=str(tmp_path / "none"))
 
 
 def test_compare_settings_errors(ckpts):

@@ -19,6 +19,14 @@ has. Both are reported over all images and split into occluded and unoccluded
 ones when the folder's ``meta.jsonl`` says which (the generators write it), with
 the model's IoU gain over the baseline. ``--also DIR`` evaluates more folders in
 the same run (e.g. the synth test faces and the real-face generalization set).
+
+``--clips DIR`` scores clip folders (``python -m facemat.data.synth --frames 8``):
+per-frame IoU and SAD, flicker on still clips (each frame's alpha warped back
+onto frame 0 with the clip's recorded camera transforms) and dtSSD on moving
+clips, for the model and the ``mesh-oval`` baseline, each also after the
+temporal filter an app runs (:mod:`facemat.temporal`), with the issue's checks:
+the filtered model flickers no more than the baseline, loses at most 0.01
+per-frame IoU, and has a lower dtSSD than the model alone.
 """
 
 from __future__ import annotations
@@ -38,13 +46,16 @@ from facemat.io import write_json_atomic
 from facemat.safety import refuse_overwrite
 
 from facemat.evaluation import MATTING_KEYS as METRICS
+from facemat.temporal import DEFAULT as DEFAULT_FILTER
+from facemat.temporal import TemporalConfig, parse_config
+
 POOLED_PIXELS = 2_000_000  # pooled Spearman subsamples to this many pixels
 
 
 @dataclass(frozen=True)
 class EvaluateSettings:
     checkpoint: str
-    data: str
+    data: str | None
     teacher: str | None = None
     json_out: str | None = None
     size: int | None = None
@@ -54,8 +65,17 @@ class EvaluateSettings:
     uncertainty_top: float = 0.10
     also: tuple[str, ...] = ()
     baseline: bool = True
+    clips: tuple[str, ...] = ()
+    filter: TemporalConfig = DEFAULT_FILTER
 
     def __post_init__(self) -> None:
+        if self.data is None and not self.clips:
+            raise ConfigError("give --data DIR, --clips DIR, or both")
+        if self.data is None and self.also:
+            raise ConfigError("--also needs --data (the first image folder)")
+        for c in self.clips:
+            if not Path(c).is_dir():
+                raise ConfigError(f"--clips: {c} is not a folder")
         for extra in self.also:
             if not Path(extra).is_dir():
                 raise ConfigError(f"--also: {extra} is not a folder")
@@ -106,8 +126,13 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         teacher = model
     from facemat.data.folder import MattingFolder
 
+    from facemat.data.clips import scan_clips
+
     # Check every folder before the baseline starts LiteRT (which logs a line of its own).
-    folders = [(folder, MattingFolder(folder, size=settings.size)) for folder in (settings.data, *settings.also)]
+    folders = [(folder, MattingFolder(folder, size=settings.size))
+               for folder in ((settings.data, *settings.also) if settings.data else ())]
+    for c in settings.clips:
+        scan_clips(c)
     from facemat.pretrained.facemesh import load_baseline
 
     mesh = load_baseline() if settings.baseline else None
@@ -119,9 +144,49 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     }
     reports = [{**head, **_evaluate_folder(model, teacher, mesh, folder, data, settings)}
                for folder, data in folders]
-    report = reports[0]
+    report = reports[0] if reports else dict(head)
     if settings.also:
         report["also"] = reports[1:]
+    if settings.clips:
+        report["clips"] = [_evaluate_clips(model, mesh, folder, settings) for folder in settings.clips]
+    return report
+
+
+def _evaluate_clips(model, mesh, folder: str, settings: EvaluateSettings) -> dict[str, Any]:
+    """Per-frame, flicker and dtSSD scores of the model and mesh-oval on one clip folder, raw and filtered."""
+    from tqdm import tqdm
+
+    from facemat.data.clips import read_clip, scan_clips
+    from facemat.evaluation import clip_predictions, score_clips, temporal_checks
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = model(torch.from_numpy(x))
+        return (out[0] if isinstance(out, tuple) else out).numpy()[:, 0]
+
+    ids = scan_clips(folder)
+    if settings.limit is not None:
+        ids = ids[: settings.limit]
+    size = settings.size or int(model.config.size)
+    clips, outputs = [], {"model": [], "mesh-oval": []}
+    for cid in tqdm(ids, desc=f"evaluate {folder}", file=sys.stderr, disable=len(ids) <= 4):
+        clip = read_clip(folder, cid)
+        alphas = clip_predictions(predict, clip, size)
+        if not np.isfinite(alphas).all():
+            raise DataError(f"{settings.checkpoint}: the model outputs NaN or infinite alpha values; "
+                            "its weights are broken (diverged training?): evaluate another checkpoint")
+        clips.append(clip)
+        outputs["model"].append(alphas)
+        if mesh is not None and not isinstance(mesh, str):
+            outputs["mesh-oval"].append(clip_predictions(lambda x: np.stack([mesh.oval_chw(im) for im in x]), clip))
+    if not outputs["mesh-oval"]:
+        del outputs["mesh-oval"]
+    rows = score_clips(clips, outputs, filtered=tuple(outputs), config=settings.filter)
+    frames = int(sum(len(c.images) for c in clips))
+    report: dict[str, Any] = {"data": str(folder), "clips": len(clips), "frames": frames, "model_size": size,
+                              "filter": settings.filter.to_dict(), "rows": rows,
+                              "checks": temporal_checks(rows, "model")}
+    if isinstance(mesh, str):
+        report["baseline_error"] = mesh
     return report
 
 
@@ -195,8 +260,23 @@ def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: Evaluate
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The report (and each ``also`` folder's) as plain-text tables."""
-    return "\n\n".join(_format_one(r) for r in [report, *report.get("also", [])])
+    """The report (and each ``also`` folder's and clip folder's) as plain-text tables."""
+    parts = [_format_one(r) for r in [report, *report.get("also", [])] if "bands" in r]
+    parts += [format_clips(report, c) for c in report.get("clips", [])]
+    return "\n\n".join(parts)
+
+
+def format_clips(report: dict[str, Any], clips: dict[str, Any]) -> str:
+    from facemat.evaluation import format_clip_table
+
+    f = clips["filter"]
+    lines = [f"{report['arch']} ({report['kind']}) on clips {clips['data']}: {clips['clips']} clips, "
+             f"{clips['frames']} frames; filter k_min {f['k_min']:g}, d0 {f['d0']:g}, d1 {f['d1']:g}, "
+             f"radius {f['radius']}", format_clip_table(clips["rows"])]
+    if "baseline_error" in clips:
+        lines.append(clips["baseline_error"])
+    lines += [f"  [{'met' if c['ok'] else 'NOT met'}] {c['check']}: {c['measured']}" for c in clips["checks"]]
+    return "\n".join(lines)
 
 
 def _format_one(report: dict[str, Any]) -> str:
@@ -234,10 +314,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in the high-uncertainty band; plus the teacher's uncertainty/error Spearman correlation.",
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint to evaluate (.pt)")
-    parser.add_argument("--data", required=True, help="dataset folder in the images/ + alphas/ layout")
+    parser.add_argument("--data", help="dataset folder in the images/ + alphas/ layout")
     parser.add_argument("--also", nargs="+", default=[], metavar="DIR",
                         help="more dataset folders to evaluate in the same run (e.g. the real-face generalization "
                         "set beside the synth test faces); each gets its own table")
+    parser.add_argument("--clips", nargs="+", default=[], metavar="DIR",
+                        help="clip folders (python -m facemat.data.synth --frames 8): flicker on still clips, dtSSD "
+                        "on moving clips and per-frame IoU, with and without the temporal filter")
+    parser.add_argument("--filter", default="", metavar="k_min=..,d0=..,d1=..,radius=..",
+                        help="temporal filter settings for --clips (default: facemat.temporal's)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the mesh-oval baseline (MediaPipe Face Mesh's face oval, fetched from the "
                         "mediapipe wheel on first use)")
@@ -245,14 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_out", help="also write the report as one JSON object here")
     parser.add_argument("--size", type=int, help="resize to SIZE x SIZE (a multiple of 32); default: native size")
     parser.add_argument("--batch", type=int, default=8, help="images per forward pass")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N images")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images (and N clips per clip folder)")
     parser.add_argument("--band-width", type=int, default=8, help="boundary band half-width in pixels")
     parser.add_argument("--uncertainty-top", type=finite_float, default=0.10, help="fraction of pixels in the uncertainty band")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = EvaluateSettings(args.checkpoint, args.data, args.teacher, args.json_out, args.size, args.batch,
                                 args.limit, args.band_width, args.uncertainty_top, tuple(args.also),
-                                not args.no_baseline)
+                                not args.no_baseline, tuple(args.clips), parse_config(args.filter))
     report = evaluate(settings)
     print(format_table(report))
     if settings.json_out:

