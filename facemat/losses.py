@@ -171,3 +171,46 @@ def kd_objective(
     w = uncertainty_weight(b.float(), lam) if b is not None and lam > 0 else None
     kd = weighted_kd_l1(a, target.float(), w)
     return kd + gamma * matte, {"kd": kd.item(), "matte": matte.item()}
+
+
+def camera_shake(
+    image: torch.Tensor, max_shift: float = 1.5, max_roll_deg: float = 1.0, noise: float = 2.0 / 255.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next frame of a phone held still: each image moved by a random sub-pixel shift and roll, plus noise.
+
+    Args:
+        image: ``N x 3 x H x W`` in [0, 1].
+        max_shift: largest shift in pixels, along each axis.
+        max_roll_deg: largest roll in degrees (about the image centre).
+        noise: standard deviation of the added Gaussian sensor noise.
+
+    Returns:
+        ``(shaken image, grid)``: the grid (``N x H x W x 2``, for ``F.grid_sample``)
+        moves any map of the original frame onto the shaken one.
+    """
+    n, _, h, w = image.shape
+    dev = image.device
+    roll = (torch.rand(n, device=dev) * 2 - 1) * (max_roll_deg * torch.pi / 180)
+    shift = (torch.rand(n, 2, device=dev) * 2 - 1) * max_shift * 2 / torch.tensor([w, h], device=dev)
+    cos, sin = torch.cos(roll), torch.sin(roll)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    shaken = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return (shaken + noise * torch.randn_like(shaken)).clamp(0.0, 1.0), grid
+
+
+def temporal_consistency(model, image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """L1 between the alpha of a camera-shaken frame and the first frame's alpha moved the same way.
+
+    A still face filmed by a shaking camera should give the same matte, moved
+    with the camera: the term penalises alpha that reacts to sub-pixel shifts and
+    sensor noise (flicker). Gradients reach both frames' predictions.
+
+    Args:
+        model: the network being trained (``image -> alpha``).
+        image: the batch, ``N x 3 x H x W``.
+        alpha: ``model(image)``, ``N x 1 x H x W``.
+    """
+    shaken, grid = camera_shake(image)
+    moved = F.grid_sample(alpha.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return (model(shaken).float() - moved).abs().mean()

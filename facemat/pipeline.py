@@ -4,8 +4,8 @@ Stages, each in ``OUT/<stage>/`` and each run as its own command (the same
 ``python -m ...`` a user would type)::
 
     data              held-out test faces (synth) or a check of the user's folder
-    teacher           python -m training.teacher
-    student           python -m training.distill
+    teacher           python -m training.teacher (default: fine-tunes the shipped teacher)
+    student           python -m training.distill (default: fine-tunes the shipped student)
     evaluate          python -m training.evaluate
     quantize-<recipe> python -m quantize.ptq | quantize.qat, one per recipe the targets need
     export            python -m targets.export, one call per target
@@ -89,21 +89,29 @@ class Budget:
     bench_limit: int
     threads: str
     teacher_steps: int | None = None  # default: train_steps
+    # --init shipped: fine-tune the shipped models (whole --ft-size images, a gentle learning rate).
+    ft_teacher_steps: int = 100
+    ft_steps: int = 300
+    ft_size: int = 256
+    ft_teacher_lr: float = 5e-5
+    ft_lr: float = 3e-4
 
 
 BUDGETS: dict[str, Budget] = {
     # Seconds of everything: checks that the chain runs; the model learns nothing useful.
     "tiny": Budget(test_count=4, train_steps=3, batch=2, val_count=2, val_every=3, ckpt_every=1, workers=0,
                    quantize="ptq", calib=4, qat_steps=4, parity_images=2, calib_images=4, bench_runs=3,
-                   bench_warmup=1, bench_limit=2, threads="1"),
+                   bench_warmup=1, bench_limit=2, threads="1", ft_teacher_steps=3, ft_steps=3, ft_size=128),
     # The embedded default: a usable student on 2 CPU cores within 15 minutes for the whole chain.
     "small": Budget(test_count=32, train_steps=800, teacher_steps=400, batch=8, val_count=16, val_every=250,
                     ckpt_every=50, workers=1, quantize="ptq", calib=32, qat_steps=100, parity_images=8,
-                    calib_images=16, bench_runs=30, bench_warmup=5, bench_limit=16, threads="1"),
+                    calib_images=16, bench_runs=30, bench_warmup=5, bench_limit=16, threads="1",
+                    ft_teacher_steps=100, ft_steps=300),
     # Real training (a GPU or many cores): what the GPU figures in docs/results.md used, plus QAT.
     "full": Budget(test_count=200, train_steps=2000, batch=32, val_count=64, val_every=250, ckpt_every=100,
                    workers=4, quantize="qat", calib=64, qat_steps=300, parity_images=16, calib_images=32,
-                   bench_runs=100, bench_warmup=10, bench_limit=32, threads="1,all"),
+                   bench_runs=100, bench_warmup=10, bench_limit=32, threads="1,all",
+                   ft_teacher_steps=500, ft_steps=1500),
 }
 
 
@@ -119,7 +127,8 @@ class PipelineSettings:
     out: str
     budget: str = "small"
     targets: tuple[str, ...] = TARGETS
-    data: str = "synth"
+    data: str = "mix"
+    init: str = "shipped"
     test_data: str = "synth"
     quantize: str | None = None  # None: the budget's
     weighting: str = "uncertainty"
@@ -141,9 +150,15 @@ class PipelineSettings:
                 raise ConfigError(f"--targets: unknown target {t!r}; choose from {', '.join(TARGETS)}")
         if len(set(self.targets)) != len(self.targets):
             raise ConfigError(f"--targets lists a target twice: {','.join(self.targets)}")
-        for flag, value in (("--data", self.data), ("--test-data", self.test_data)):
-            if value != "synth" and not Path(value).is_dir():
-                raise ConfigError(f"{flag}: {value} is not a folder (give a dataset folder or 'synth')")
+        from facemat.data.stream import GENERATED
+
+        if self.data not in GENERATED and not Path(self.data).is_dir():
+            raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or one of "
+                              f"{', '.join(GENERATED)})")
+        if self.test_data != "synth" and not Path(self.test_data).is_dir():
+            raise ConfigError(f"--test-data: {self.test_data} is not a folder (give a dataset folder or 'synth')")
+        if self.init not in INITS:
+            raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.peers is not None and not Path(self.peers).is_dir():
             raise ConfigError(f"--peers: {self.peers} is not a folder "
                               "(python -m facemat.pretrained.fetch --what models fills CACHE/mediapipe)")
@@ -184,6 +199,20 @@ class PipelineSettings:
 
 
 STAGE_ORDER = ("data", "teacher", "student", "evaluate", "quantize", "export", "bench")
+INITS = ("shipped", "scratch")
+
+
+def shipped_models() -> dict[str, tuple[Path, str]]:
+    """``teacher`` and ``student`` -> (path of the shipped checkpoint, its architecture).
+
+    Raises:
+        CheckpointError: a shipped file is missing or damaged (a broken install).
+    """
+    from facemat.checkpoint import read_checkpoint
+    from facemat.demo import BUNDLED_STUDENT, BUNDLED_TEACHER
+
+    return {kind: (path, str(read_checkpoint(path)["model"]["arch"]))
+            for kind, path in (("teacher", BUNDLED_TEACHER), ("student", BUNDLED_STUDENT))}
 
 
 # ----------------------------------------------------------------- digests
@@ -273,7 +302,9 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
                     "--val-every", b.val_every, "--ckpt-every", b.ckpt_every, "--workers", b.workers,
                     "--device", s.device, "--resume"]
     stages: list[Stage] = []
-    train_fingerprint = None if s.data == "synth" else folder_fingerprint(Path(s.data))
+    from facemat.data.stream import GENERATED
+
+    train_fingerprint = None if s.data in GENERATED else folder_fingerprint(Path(s.data))
 
     data_cmds = []
     if s.test_data == "synth":
@@ -285,15 +316,31 @@ def build_stages(s: PipelineSettings, root: Path) -> list[Stage]:
                                    "test_fingerprint": None if s.test_data == "synth"
                                    else folder_fingerprint(Path(s.test_data))}))
 
-    teacher_steps = b.teacher_steps or b.train_steps
-    stages.append(Stage("teacher", f"train the teacher, {teacher_steps} steps",
-                        [_py("training.teacher", "--out", d["teacher"], "--steps", teacher_steps, *train_common)],
+    if s.init == "shipped":
+        # Fine-tune the shipped models: their architectures, whole images, a gentle learning rate.
+        shipped = shipped_models()
+        runs = {}
+        for kind, steps, lr in (("teacher", b.ft_teacher_steps, b.ft_teacher_lr), ("student", b.ft_steps, b.ft_lr)):
+            path, arch = shipped[kind]
+            runs[kind] = (["--steps", steps, "--arch", arch, "--init", path, "--lr", lr, "--size", b.ft_size,
+                           "--warmup", min(20, steps // 5)],
+                          f"fine-tune the shipped {kind} ({arch}), {steps} steps",
+                          {"data_fingerprint": train_fingerprint, "init_sha256": file_sha256(path)})
+    else:
+        teacher_steps = b.teacher_steps or b.train_steps
+        runs = {"teacher": (["--steps", teacher_steps], f"train the teacher from scratch, {teacher_steps} steps",
+                            {"data_fingerprint": train_fingerprint}),
+                "student": (["--steps", b.train_steps], f"distil the student from scratch, {b.train_steps} steps",
+                            {"data_fingerprint": train_fingerprint})}
+    flags, title, key = runs["teacher"]
+    stages.append(Stage("teacher", title, [_py("training.teacher", "--out", d["teacher"], *flags, *train_common)],
                         torchrun=True,  # not on "data": other test faces keep the models
-                        extra_key={"data_fingerprint": train_fingerprint}))
-    stages.append(Stage("student", f"distil the student, {b.train_steps} steps",
-                        [_py("training.distill", "--teacher", teacher_ckpt, "--out", d["student"],
-                             "--steps", b.train_steps, *train_common)],
-                        deps=("teacher",), torchrun=True, extra_key={"data_fingerprint": train_fingerprint}))
+                        extra_key=key))
+    flags, title, key = runs["student"]
+    stages.append(Stage("student", title,
+                        [_py("training.distill", "--teacher", teacher_ckpt, "--out", d["student"], *flags,
+                             *train_common)],
+                        deps=("teacher",), torchrun=True, extra_key=key))
     stages.append(Stage("evaluate", "evaluate student and teacher on the test faces",
                         [_py("training.evaluate", "--checkpoint", student_ckpt, "--teacher", teacher_ckpt,
                              "--data", test_dir, "--json", d["evaluate"] / "report.json")],
@@ -502,7 +549,9 @@ def run_stage(stage: Stage, root: Path, s: PipelineSettings, done: dict[str, dic
             why = last_error or f"exit code {rc}"
             raise PipelineError(f"stage {stage.name} failed: {why} (full log: {folder / 'log.txt'}); "
                                 "rerun the same command to resume after fixing it")
-    if stage.name == "data" and s.data != "synth":
+    from facemat.data.stream import GENERATED
+
+    if stage.name == "data" and s.data not in GENERATED:
         _check_folder(s.data, "--data")
     if stage.name == "data" and s.test_data != "synth":
         _check_folder(s.test_data, "--test-data")
@@ -621,7 +670,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", default="small", choices=tuple(BUDGETS), help="how much work (default small)")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help=f"comma list of export targets (default {','.join(TARGETS)})")
-    parser.add_argument("--data", default="synth", help="'synth' (procedural faces) or your dataset folder")
+    parser.add_argument("--data", default="mix",
+                        help="training data: 'mix' (the default: procedural faces and real package photos with "
+                        "generated occluders, what the shipped models were trained on), 'synth', 'real', or your "
+                        "dataset folder")
+    parser.add_argument("--init", default="shipped", choices=INITS,
+                        help="shipped (default): fine-tune the shipped teacher and student on --data; scratch: "
+                        "train both from their architectures' own start (MediaPipe weights for teacher-selfie, "
+                        "random otherwise)")
     parser.add_argument("--test-data", default="synth",
                         help="held-out folder for evaluation and bench (default: generated test faces, seed 7)")
     parser.add_argument("--quantize", choices=("ptq", "qat"), help="int8 method (default: ptq for tiny/small, qat for full)")
@@ -638,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_debug_flag(parser)
     a = parser.parse_args(argv)
     targets = tuple(t.strip() for t in a.targets.split(",") if t.strip())
-    s = PipelineSettings(out=a.out, budget=a.budget, targets=targets, data=a.data, test_data=a.test_data,
+    s = PipelineSettings(out=a.out, budget=a.budget, targets=targets, data=a.data, init=a.init, test_data=a.test_data,
                          quantize=a.quantize, weighting=a.weighting, nproc=a.nproc, device=a.device, seed=a.seed,
                          peers=a.peers, bench_device=a.bench_device, threads=a.threads, until=a.until)
     run_pipeline(s)

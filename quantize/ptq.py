@@ -27,7 +27,7 @@ class PTQSettings:
     student: str = flag(help="FP32 student checkpoint")
     recipe: str = flag(help="target quantizer", choices=RECIPES)
     out: str = flag(help="output folder")
-    data: str = flag("synth", help="'synth' or a dataset folder (calibration images)")
+    data: str = flag("synth", help="'synth', 'real', 'mix' (made on the fly) or a dataset folder (calibration images)")
     calib: int = flag(64, help="calibration images (default %(default)s)")
     batch: int = flag(8, help="calibration batch (default %(default)s)")
     size: int = flag(128, help="calibration resolution (multiple of 32)")
@@ -43,8 +43,11 @@ class PTQSettings:
         if self.batch < 1:
             raise ConfigError(f"--batch must be >= 1, got {self.batch}")
         check_size(self.size)
-        if self.data != "synth" and not Path(self.data).is_dir():
-            raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or 'synth')")
+        from facemat.data.stream import GENERATED
+
+        if self.data not in GENERATED and not Path(self.data).is_dir():
+            raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or one of "
+                              f"{', '.join(GENERATED)})")
 
 
 def run_ptq(s: PTQSettings) -> Path:

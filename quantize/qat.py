@@ -52,7 +52,7 @@ class QATSettings:
     recipe: str = flag(help="target quantizer", choices=RECIPES)
     out: str = flag(help="output folder")
     teacher: str | None = flag(None, help="teacher checkpoint (needed for --weighting uncertainty)")
-    data: str = flag("synth", help="'synth' or a dataset folder")
+    data: str = flag("synth", help="'synth', 'real', 'mix' (made on the fly) or a dataset folder")
     weighting: str = flag("uncertainty", choices=WEIGHTINGS,
                           help="uncertainty: w = 1 + lambda*b/mean(b); uniform: plain QAT (ablation)")
     kd_from: str = flag("teacher", choices=KD_SOURCES,
@@ -91,8 +91,11 @@ class QATSettings:
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         if not 0.0 <= self.freeze_at <= 1.0:
             raise ConfigError(f"--freeze-at must be in [0, 1], got {self.freeze_at}")
-        if self.data != "synth" and not Path(self.data).is_dir():
-            raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or 'synth')")
+        from facemat.data.stream import GENERATED
+
+        if self.data not in GENERATED and not Path(self.data).is_dir():
+            raise ConfigError(f"--data: {self.data} is not a folder (give a dataset folder or one of "
+                              f"{', '.join(GENERATED)})")
 
     @property
     def needs_teacher(self) -> bool:

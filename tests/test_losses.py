@@ -131,3 +131,35 @@ def test_kd_objective_is_weighted_kd_plus_gamma_matte_in_float32():
     # A bf16 forward (autocast) is scored in float32.
     low, _ = kd_objective(a_s.bfloat16(), a_t.bfloat16(), gt, b.bfloat16())
     assert low.dtype == torch.float32
+
+
+def test_camera_shake_moves_maps_with_the_frame():
+    from facemat.losses import camera_shake
+
+    torch.manual_seed(0)
+    img = torch.rand(2, 3, 32, 32)
+    still, grid = camera_shake(img, max_shift=0.0, max_roll_deg=0.0, noise=0.0)
+    assert torch.allclose(still, img, atol=1e-5)
+    # The returned grid is the camera's move: sampling the frame with it gives the shaken frame.
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 40, 40), 3, 1, 1)[..., 4:36, 4:36]
+    shaken, grid = camera_shake(smooth, max_shift=3.0, max_roll_deg=0.0, noise=0.0)
+    moved = torch.nn.functional.grid_sample(smooth, grid, padding_mode="border", align_corners=False)
+    assert torch.allclose(shaken, moved, atol=1e-6)
+    assert not torch.allclose(shaken, smooth, atol=1e-3)
+
+
+def test_temporal_consistency_is_small_for_a_steady_model_and_large_for_a_jittery_one():
+    from facemat.losses import temporal_consistency
+
+    torch.manual_seed(0)
+    img = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 64, 64), 5, 1, 2)
+
+    def steady(x):
+        return x[:, :1]
+
+    def jittery(x):
+        return torch.rand_like(x[:, :1])
+
+    calm = temporal_consistency(steady, img, steady(img))
+    assert calm < 0.02
+    assert temporal_consistency(jittery, img, jittery(img)) > 10 * calm

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from facemat.errors import ConfigError
+from facemat.io import file_sha256
 from facemat.pipeline import BUDGETS, PipelineSettings, RunLock, build_stages, folder_digests, stage_key
 
 pytestmark = pytest.mark.slow
@@ -139,6 +140,25 @@ def test_targets_pick_their_quantize_recipes(tmp_path: Path):
     assert cmd[:2] == ["-m", "quantize.qat"] and "--weighting" in cmd
     assert cmd[cmd.index("--kd-from") + 1] == "teacher"
     assert BUDGETS["full"].quantize == "qat" and BUDGETS["small"].quantize == "ptq"
+
+
+def test_the_default_fine_tunes_the_shipped_models(tmp_path: Path):
+    from facemat.checkpoint import read_checkpoint
+    from facemat.demo import BUNDLED_STUDENT, BUNDLED_TEACHER
+
+    shipped = {st.name: st.commands[0] for st in build_stages(PipelineSettings(out=str(tmp_path)), tmp_path)}
+    for stage, path in (("teacher", BUNDLED_TEACHER), ("student", BUNDLED_STUDENT)):
+        cmd = shipped[stage]
+        assert cmd[cmd.index("--init") + 1] == str(path)
+        assert cmd[cmd.index("--arch") + 1] == read_checkpoint(path)["model"]["arch"]
+        assert cmd[cmd.index("--data") + 1] == "mix"
+    scratch = {st.name: st for st in build_stages(PipelineSettings(out=str(tmp_path), init="scratch"), tmp_path)}
+    assert all("--init" not in scratch[n].commands[0] for n in ("teacher", "student"))
+    # The shipped weights are part of the stage key: new weights retrain.
+    stages = {st.name: st for st in build_stages(PipelineSettings(out=str(tmp_path)), tmp_path)}
+    assert stages["teacher"].extra_key["init_sha256"] == file_sha256(BUNDLED_TEACHER)
+    with pytest.raises(ConfigError, match="--init must be one of shipped, scratch"):
+        PipelineSettings(out=str(tmp_path), init="imagenet")
 
 
 def test_other_test_faces_do_not_retrain(tmp_path: Path):

@@ -61,6 +61,7 @@ class TrainSettings:
     device: str = "auto"
     amp: bool = False
     resume: bool = False
+    init: str | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("steps", 1), ("batch", 1), ("val_count", 1), ("val_every", 1), ("ckpt_every", 1),
@@ -82,6 +83,8 @@ class TrainSettings:
                               f"{', '.join(GENERATED)})")
         if self.val_data is not None and not Path(self.val_data).is_dir():
             raise ConfigError(f"--val-data: {self.val_data} is not a folder")
+        if self.init is not None and not Path(self.init).is_file():
+            raise ConfigError(f"--init: {self.init} is not a file (give a checkpoint of the same --arch)")
 
 
 # Settings that may change between an interrupted run and its resume.
@@ -378,6 +381,30 @@ def add_common_args(parser) -> None:
     parser.add_argument("--amp", action="store_true",
                         help="bf16 autocast: on CUDA, or on a CPU whose /proc/cpuinfo lists avx512_bf16 or amx_bf16")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    parser.add_argument("--init", help="start from this checkpoint's weights (same --arch), e.g. the shipped "
+                        "facemat/weights/teacher.pt or student.pt, instead of the architecture's own start")
+
+
+def initial_model(settings: TrainSettings, kind: str, extra: dict[str, Any]) -> nn.Module:
+    """The model a run starts from: ``settings.arch`` built fresh, or the weights of ``--init``.
+
+    Records the init checkpoint's sha256 in ``extra`` (the run's config).
+
+    Raises:
+        ConfigError: ``--init`` holds another architecture.
+    """
+    from facemat.checkpoint import file_sha256, load_checkpoint
+    from facemat.models import build_model
+
+    arch = settings.arch  # every command's settings subclass has one
+    if settings.init is None:
+        return build_model(arch)
+    model, ckpt = load_checkpoint(settings.init, expect=kind)
+    if ckpt["model"]["arch"] != arch:
+        raise ConfigError(f"--init: {settings.init} holds a {ckpt['model']['arch']!r}, not --arch {arch}")
+    model.arch = arch
+    extra["init_sha256"] = file_sha256(settings.init)
+    return model
 
 
 def common_settings(args) -> dict[str, Any]:

@@ -23,8 +23,16 @@ from torch import nn
 
 from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import ConfigError
-from facemat.losses import kd_objective, matting_loss
-from training.common import TrainResult, TrainSettings, add_common_args, common_settings, train, validate
+from facemat.losses import kd_objective, matting_loss, temporal_consistency
+from training.common import (
+    TrainResult,
+    TrainSettings,
+    add_common_args,
+    common_settings,
+    initial_model,
+    train,
+    validate,
+)
 
 KD_MODES = ("uncertainty", "uniform", "none")
 
@@ -36,14 +44,12 @@ class DistillSettings(TrainSettings):
     kd: str = "uncertainty"
     kd_lambda: float = 1.0
     gamma: float = 0.5
-    init: str | None = None
+    temporal: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         from facemat.models import list_models, model_kind
 
-        if self.init is not None and not Path(self.init).is_file():
-            raise ConfigError(f"--init: {self.init} is not a file (give a student checkpoint of the same --arch)")
         if self.kd not in KD_MODES:
             raise ConfigError(f"--kd must be one of {', '.join(KD_MODES)}, got {self.kd!r}")
         if self.kd != "none" and (self.teacher is None or not Path(self.teacher).is_file()):
@@ -55,13 +61,14 @@ class DistillSettings(TrainSettings):
             raise ConfigError(f"--kd-lambda must be >= 0, got {self.kd_lambda}")
         if self.gamma < 0:
             raise ConfigError(f"--gamma must be >= 0, got {self.gamma}")
+        if self.temporal < 0:
+            raise ConfigError(f"--temporal must be >= 0, got {self.temporal}")
 
 
 def distill_loss(settings: DistillSettings, teacher: nn.Module | None):
     lam = settings.kd_lambda if settings.kd == "uncertainty" else 0.0
 
-    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        alpha = model(batch["image"])
+    def objective(model: nn.Module, batch: dict[str, torch.Tensor], alpha: torch.Tensor):
         if teacher is None:
             matte = matting_loss(alpha.float(), batch["alpha"])
             return matte, {"matte": matte.item()}
@@ -69,18 +76,25 @@ def distill_loss(settings: DistillSettings, teacher: nn.Module | None):
             a_t, b_t = teacher(batch["image"])
         return kd_objective(alpha, a_t, batch["alpha"], b_t, lam=lam, gamma=settings.gamma)
 
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        alpha = model(batch["image"])
+        loss, parts = objective(model, batch, alpha)
+        if settings.temporal > 0:
+            steady = temporal_consistency(model, batch["image"], alpha)
+            loss = loss + settings.temporal * steady
+            parts["temporal"] = steady.item()
+        return loss, parts
+
     return loss_fn
 
 
 def train_student(settings: DistillSettings, stop_after: int | None = None) -> TrainResult:
     """Distil a student from ``settings.teacher`` (or train it alone with ``kd='none'``)."""
     from facemat.checkpoint import file_sha256, load_checkpoint
-    from facemat.models import build_model
 
     teacher = None
-    extra = {"arch": settings.arch, "kd": settings.kd, "kd_lambda": settings.kd_lambda, "gamma": settings.gamma}
-    if settings.init is not None:
-        extra["init_sha256"] = file_sha256(settings.init)
+    extra = {"arch": settings.arch, "kd": settings.kd, "kd_lambda": settings.kd_lambda, "gamma": settings.gamma,
+             "temporal": settings.temporal}
     if settings.kd != "none":
         teacher, _ = load_checkpoint(settings.teacher, expect="teacher")
         teacher.requires_grad_(False)
@@ -89,13 +103,7 @@ def train_student(settings: DistillSettings, stop_after: int | None = None) -> T
         if use_cuda:
             teacher = teacher.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
     torch.manual_seed(settings.seed)
-    model = build_model(settings.arch)
-    if settings.init is not None:
-        start, ckpt = load_checkpoint(settings.init, expect="student")
-        if ckpt["model"]["arch"] != settings.arch:
-            raise ConfigError(f"--init: {settings.init} holds a {ckpt['model']['arch']!r}, not --arch {settings.arch}")
-        model = start
-        model.arch = settings.arch
+    model = initial_model(settings, "student", extra)
     return train(settings, model, distill_loss(settings, teacher), validate, "training.distill", extra, stop_after)
 
 
@@ -113,12 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="uncertainty: w = 1 + lambda*b/mean(b); uniform: w = 1 (ablation); none: no teacher")
     parser.add_argument("--kd-lambda", type=finite_float, default=1.0, help="lambda of the uncertainty weight (default 1)")
     parser.add_argument("--gamma", type=finite_float, default=0.5, help="weight of the ground-truth matting terms")
-    parser.add_argument("--init", help="start from this student checkpoint's weights (same --arch), e.g. the shipped "
-                        "facemat/weights/student.pt, instead of random weights")
+    parser.add_argument("--temporal", type=finite_float, default=0.0,
+                        help="weight of the temporal-consistency term: the alpha of a camera-shaken copy of each "
+                        "image (sub-pixel shift and roll, sensor noise) must match the alpha moved the same way "
+                        "(0 = off; costs a second student pass per step)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     settings = DistillSettings(**common_settings(args), teacher=args.teacher, arch=args.arch, kd=args.kd,
-                               kd_lambda=args.kd_lambda, gamma=args.gamma, init=args.init)
+                               kd_lambda=args.kd_lambda, gamma=args.gamma, temporal=args.temporal)
     result = train_student(settings)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"student: {result.steps} steps in {result.wall_s:.0f} s; best val MSE {result.best_score:.5f}; "

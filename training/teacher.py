@@ -22,7 +22,15 @@ from torch import nn
 from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
 from facemat.errors import ConfigError
 from facemat.losses import laplace_nll, matting_loss
-from training.common import TrainResult, TrainSettings, add_common_args, common_settings, train, validate
+from training.common import (
+    TrainResult,
+    TrainSettings,
+    add_common_args,
+    common_settings,
+    initial_model,
+    train,
+    validate,
+)
 
 
 @dataclass
@@ -57,11 +65,9 @@ def teacher_loss(settings: TeacherSettings):
 
 def train_teacher(settings: TeacherSettings, stop_after: int | None = None) -> TrainResult:
     """Train a teacher; returns where its checkpoints are."""
-    from facemat.models import build_model
-
     torch.manual_seed(settings.seed)
-    model = build_model(settings.arch)
     extra = {"arch": settings.arch, "nll_beta": settings.nll_beta, "nll_weight": settings.nll_weight}
+    model = initial_model(settings, "teacher", extra)
     return train(settings, model, teacher_loss(settings), validate, "training.teacher", extra, stop_after)
 
 

@@ -307,7 +307,8 @@ def _scene(source: str, seed: int, index: int, size: int, split: str
         rng = sample_rng(seed, index, split)
         scene = render_face(rng, size)
         return scene, sample_occluders(rng, scene, size), {"source": "synth"}, False, False
-    rng, face, scene, occluders = real_scene(seed, index, size, split, "train" if source == "real" else "holdout")
+    rng, face, scene, occluders, _, _ = real_scene(seed, index, size, split,
+                                                   "train" if source == "real" else "holdout")
     # render_real draws its mirror after the occluders: the same face, framing, occluders and mirror.
     mirror = bool(rng.random() < 0.5)
     return scene, occluders, {"source": source, "face": face.spec.name, "photo": face.spec.photo}, face.grey, mirror

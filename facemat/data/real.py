@@ -30,19 +30,20 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 import torch
 
+from facemat.data.domain import P_BACKGROUND, domain_rng, photo_background
 from facemat.data.synth import (
     Sample,
     _check_seed,
     _check_size,
     _check_split,
     augment,
-    occlude,
+    randomized_occlude,
     render_sample,
     sample_rng,
     sample_record,
@@ -165,6 +166,28 @@ def load_faces(group: str) -> tuple[RealFace, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=None)
+def _person_mask(name: str) -> np.ndarray:
+    """The selfie segmenter's person probability over the photo of face ``name`` (photo pixels), cached.
+
+    The segmenter sees a square of three face sides around the eyes, the framing of
+    a selfie; outside that square the mask is 0.
+    """
+    from facemat.pretrained.segmenter import SelfieSegmenter
+
+    face = next(f for g in GROUPS for f in load_faces(g) if f.spec.name == name)
+    h, w = face.image.shape[:2]
+    side = 3.0 * float(np.hypot(*(face.eyes[1] - face.eyes[0]))) / (2 * EX) * 1.2
+    cx, cy = face.eyes.mean(0)
+    s = int(round(side))
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    padded = cv2.copyMakeBorder(face.image, s, s, s, s, cv2.BORDER_CONSTANT)
+    prob = SelfieSegmenter()(np.ascontiguousarray(padded[y0 + s : y0 + 2 * s, x0 + s : x0 + 2 * s]))
+    full = np.zeros((h + 2 * s, w + 2 * s), np.float32)
+    full[y0 + s : y0 + 2 * s, x0 + s : x0 + 2 * s] = prob
+    return np.ascontiguousarray(full[s : s + h, s : s + w])
+
+
 def _frame(rng: np.random.Generator, face: RealFace, size: int) -> tuple[np.ndarray, Pose]:
     """A random affine ``2 x 3`` (photo -> sample pixels) framing the face like the generator, and its pose."""
     eye_vec = face.eyes[1] - face.eyes[0]
@@ -181,16 +204,31 @@ def _frame(rng: np.random.Generator, face: RealFace, size: int) -> tuple[np.ndar
     return m, Pose(cx=float(target[0]), cy=float(target[1]), s=float(s), roll=roll, yaw=0.0, pitch=0.0)
 
 
-def real_scene(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train"
-               ) -> tuple[np.random.Generator, RealFace, Scene, list[Occluder]]:
+class RealScene(NamedTuple):
+    """What :func:`real_scene` returns.
+
+    Attributes:
+        rng: the sample's generator, left where :func:`render_real` goes on
+            drawing (mirror, then camera degradation).
+        face, scene, occluders: the face, the reframed photo as a scene, and its
+            occluders (not yet composited).
+        dr: the sample's domain-randomization generator (None outside training)
+            and ``domain`` what it applied so far (:mod:`facemat.data.domain`).
+    """
+
+    rng: np.random.Generator
+    face: RealFace
+    scene: Scene
+    occluders: list[Occluder]
+    dr: np.random.Generator | None
+    domain: dict[str, Any]
+
+
+def real_scene(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train") -> RealScene:
     """The reframed photo of sample ``index`` as a scene, and its occluders (not yet composited).
 
     What :func:`render_real` composites, and what clips (:mod:`facemat.data.clips`)
     move frame by frame.
-
-    Returns:
-        ``(rng, face, scene, occluders)``: the sample's generator, left where
-        :func:`render_real` goes on drawing (mirror, then camera degradation).
     """
     _check_seed(seed)
     _check_size(size)
@@ -211,9 +249,18 @@ def real_scene(seed: int, index: int, size: int = 256, split: str = "train", gro
     tone = lend.tone
     if rng.random() < _OWN_TONE_P:
         tone = (np.median(photo[skin > 0.5], axis=0) / 255.0).astype(np.float32)
+    dr = domain_rng(seed, index, split, f"real-{group}")
+    domain: dict[str, Any] = {}
+    if dr is not None and dr.random() < P_BACKGROUND:
+        # The person stays, the photo's own background goes.
+        person = cv2.warpAffine(_person_mask(face.spec.name), m, (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT101)
+        person = np.maximum(person, skin)[..., None]
+        photo = cv2.convertScaleAbs(photo * person + photo_background(dr, size) * (1.0 - person), alpha=1.0)
+        domain["background"] = "photo"
     scene = dataclasses.replace(lend, rgb=np.ascontiguousarray(photo), skin=skin, pose=pose, tone=tone,
                                 parts={})
-    return rng, face, scene, sample_occluders(rng, scene, size)
+    return RealScene(rng, face, scene, sample_occluders(rng, scene, size), dr, domain)
 
 
 def render_real(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train") -> Sample:
@@ -223,9 +270,9 @@ def render_real(seed: int, index: int, size: int = 256, split: str = "train", gr
         A :class:`~facemat.data.synth.Sample` (uint8 image and alpha, meta with
         the face's name, its occluders and ``occluded_fraction``).
     """
-    rng, face, scene, occluders = real_scene(seed, index, size, split, group)
+    rng, face, scene, occluders, dr, domain = real_scene(seed, index, size, split, group)
     skin = scene.skin
-    image, gt, occluders = occlude(scene, occluders)
+    image, gt, occluders = randomized_occlude(dr, scene, occluders, domain)
     if face.grey:  # a grey photo with colourful hands would teach a colour cue
         image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     if rng.random() < 0.5:
@@ -239,6 +286,8 @@ def render_real(seed: int, index: int, size: int = 256, split: str = "train", gr
         "photo": face.spec.photo,
         "augment": aug,
     }
+    if domain:
+        meta["domain"] = domain
     return Sample(out, alpha, meta)
 
 

@@ -43,12 +43,13 @@ from tqdm import tqdm
 
 from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.data.composite import composite_layers
+from facemat.data.domain import P_BACKGROUND, P_RELIGHT, domain_rng, photo_background, relight, texture_surfaces
 from facemat.data.synth_face import Scene, render_face
 from facemat.data.synth_occluders import Occluder, sample_occluders
 from facemat.errors import ConfigError
 from facemat.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
-GENERATOR = "facemat.data.synth/1"
+GENERATOR = "facemat.data.synth/2"
 """Name and version of the generator; bump it when the same seed starts giving other pixels."""
 
 SEMI_LOW, SEMI_HIGH = 0.05, 0.95
@@ -221,6 +222,26 @@ def occlude(scene: Scene, occluders: list[Occluder]) -> tuple[np.ndarray, np.nda
     return image, gt, kept
 
 
+def randomized_occlude(dr: np.random.Generator | None, scene: Scene, occluders: list[Occluder],
+                       record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[Occluder]]:
+    """:func:`occlude`, with photographed occluder surfaces and relighting when ``dr`` is given.
+
+    ``dr`` is the sample's :func:`~facemat.data.domain.domain_rng` (None outside
+    training); what was applied is added to ``record``.
+    """
+    if dr is None:
+        return occlude(scene, occluders)
+    textured = texture_surfaces(dr, occluders)
+    n = sum(a is not b for a, b in zip(textured, occluders))
+    if n:
+        record["surfaces"] = n
+    image, gt, kept = occlude(scene, textured)
+    if dr.random() < P_RELIGHT:
+        image = relight(dr, image)
+        record["relight"] = True
+    return image, gt, kept
+
+
 def sample_record(seed: int, index: int, size: int, split: str, gt: np.ndarray, skin_area: float,
                   alpha: np.ndarray, occluders: list[Occluder]) -> dict[str, Any]:
     """The ``meta.jsonl`` fields every generated sample has (procedural or real face).
@@ -266,10 +287,15 @@ def render_sample(seed: int, index: int, size: int = 256, split: str = "train", 
     if index < 0:
         raise ConfigError(f"index must be >= 0, got {index}")
     rng = sample_rng(seed, index, split)
-    scene = render_face(rng, size)
+    dr = domain_rng(seed, index, split, "synth")
+    domain: dict[str, Any] = {}
+    background = None
+    if dr is not None and dr.random() < P_BACKGROUND:
+        background = photo_background(dr, size)
+        domain["background"] = "photo"
+    scene = render_face(rng, size, background)
     occluders = sample_occluders(rng, scene, size)
-
-    image, gt, occluders = occlude(scene, occluders)
+    image, gt, occluders = randomized_occlude(dr, scene, occluders, domain)
     skin_area = float(scene.skin.sum())
     out, aug = augment(rng, image)
     alpha = cv2.convertScaleAbs(gt, alpha=255.0)  # gt is in [0, 1]: rounds to nearest
@@ -280,6 +306,8 @@ def render_sample(seed: int, index: int, size: int = 256, split: str = "train", 
         "pose": {k: round(float(getattr(scene.pose, k)), 4) for k in ("yaw", "pitch", "roll")},
         "augment": aug,
     }
+    if domain:
+        meta["domain"] = domain
     sample = Sample(out, alpha, meta)
     if layers:
         sample.layers = _layers(scene, occluders, size)

