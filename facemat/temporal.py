@@ -21,9 +21,10 @@ the nearest edge pixel), so it is separable: a horizontal then a vertical pass.
 steps in Swift and Kotlin.
 
 The defaults were chosen for the shipped student on clips of their own
-(``python -m training.tune_temporal`` on 64 clips of ``--source mix --split tune
---seed 77``: procedural faces and the training photos); the figures in
-docs/results.md come from other seeds and from held-out faces. The grid's lowest
+(``python -m training.tune_temporal`` with its default grid on 64 clips of
+``--source mix --split tune --seed 77``: procedural faces and the training
+photos); the figures in docs/results.md come from other seeds and from held-out
+faces. Retune them when the shipped student changes. The grid's lowest
 ``k_min`` is 0.1 on purpose: 8-frame clips cannot show the lag of a matte that
 follows a change the gate misses, and 1 / k_min = 10 frames (a third of a second
 at 30 fps) is the most that lag may last.
@@ -57,9 +58,9 @@ class TemporalConfig:
     """
 
     k_min: float = 0.1
-    d0: float = 0.03
-    d1: float = 0.19
-    radius: int = 4
+    d0: float = 0.02
+    d1: float = 0.18
+    radius: int = 2
 
     def __post_init__(self) -> None:
         for name in ("k_min", "d0", "d1"):

@@ -38,13 +38,14 @@ def test_filter_follows_at_once_where_the_picture_changes() -> None:
     before = np.zeros((size, size, 3), np.float32)
     after = before.copy()
     after[:, :16] = 0.8  # a bright hand slides over the left half
-    filt = TemporalFilter()
+    cfg = DEFAULT
+    filt = TemporalFilter(cfg)
     first = filt(before, np.ones((size, size), np.float32))
     np.testing.assert_array_equal(first, 1.0)  # the first frame passes through
     out = filt(after, np.zeros((size, size), np.float32))
-    r = DEFAULT.radius
+    r = cfg.radius
     assert np.all(out[:, : 16 - r] == 0.0)  # moved: the new alpha is taken whole (k = 1)
-    assert np.allclose(out[:, 16 + r:], 1.0 - DEFAULT.k_min)  # still: only k_min of the change
+    assert np.allclose(out[:, 16 + r:], 1.0 - cfg.k_min)  # still: only k_min of the change
 
 
 def test_filter_formula_by_hand() -> None:
@@ -167,11 +168,11 @@ def test_the_formula_in_docs_mobile_is_the_reference_implementation() -> None:
     images = rng.random((4, 12, 10, 3)).astype(np.float32) * 0.3
     images[2:, :, :5] += 0.5  # something moves in halfway
     alphas = rng.random((4, 12, 10)).astype(np.float32)
-    want = _documented_filter(images, alphas, DEFAULT.k_min, DEFAULT.d0, DEFAULT.d1, DEFAULT.radius)
+    c = DEFAULT
+    want = _documented_filter(images, alphas, c.k_min, c.d0, c.d1, c.radius)
     np.testing.assert_allclose(filter_sequence(images, alphas)[-1], want, atol=1e-5)
     doc = (Path(__file__).resolve().parents[1] / "docs" / "mobile.md").read_text()
     section = doc.split("## Holding the matte steady on video", 1)[1]
-    c = DEFAULT
     assert f"`kMin = {c.k_min:g}`, `d0 = {c.d0:g}`, `d1 = {c.d1:g}`, `r = {c.radius}`" in section
     assert f"let kMin: Float = {c.k_min:g}, d0: Float = {c.d0:g}, d1: Float = {c.d1:g}, radius = {c.radius}" in section
     assert (f"private val kMin: Float = {c.k_min:g}f, private val d0: Float = {c.d0:g}f, "
@@ -236,3 +237,43 @@ def test_evaluate_clip_flags_are_checked(small_clips, tmp_path, capsys) -> None:
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err, err
         assert re.search(message, err), (message, err)
+
+
+# --------------------------------------------------------------------------- training.tune_temporal
+
+
+def test_tuning_rule_keeps_iou_and_dtssd_then_weighs_flicker_and_dtssd_alike() -> None:
+    from training.tune_temporal import pick
+
+    raw = {"still": {"flicker": 10.0}, "moving": {"dtssd": 0.10}, "all": {"iou": 0.70}}
+
+    def result(name, fl, dt, iou):
+        return {"config": {"name": name}, "rows": {"still": {"flicker": fl}, "moving": {"dtssd": dt},
+                                                   "all": {"iou": iou}}}
+
+    results = [result("lowest flicker, loses IoU", 2.0, 0.05, 0.69),
+               result("raises dtSSD", 3.0, 0.11, 0.70),
+               result("good", 5.0, 0.08, 0.699),
+               result("better", 4.0, 0.085, 0.70)]
+    chosen = pick(results, raw, iou_margin=0.005)
+    assert chosen["config"]["name"] == "better"  # 0.4 + 0.85 = 1.25 against 0.5 + 0.8 = 1.3
+    assert chosen["score"] == pytest.approx(1.25)
+    assert "score" not in results[0] and "score" not in results[1]
+    assert pick(results[:2], raw, 0.005) is None
+
+
+def test_tune_runs_the_grid_on_clips(small_clips, tmp_path) -> None:
+    from facemat.demo import BUNDLED_STUDENT
+    from training.tune_temporal import TuneSettings, format_result, grid, tune
+
+    s = TuneSettings(checkpoint=str(BUNDLED_STUDENT), clips=(str(small_clips),), k_min=(0.1, 1.0), d0=(0.03,),
+                     span=(0.16, 2.0), radius=(4,), iou_margin=1.0)
+    assert [(c.k_min, c.d1) for c in grid(s)] == [(0.1, 0.19), (0.1, 1.0), (1.0, 0.19), (1.0, 1.0)]
+    report = tune(s)
+    by = {(r["config"]["k_min"], r["config"]["d1"]): r["rows"] for r in report["grid"]}
+    # k_min = 1 is no filter at all: its rows are the unfiltered student's.
+    assert by[(1.0, 0.19)]["still"]["flicker"] == pytest.approx(report["raw"]["still"]["flicker"], abs=1e-3)
+    assert by[(0.1, 0.19)]["still"]["flicker"] < report["raw"]["still"]["flicker"]
+    assert "chosen: k_min" in format_result(report)
+    with pytest.raises(ConfigError, match="--clips: .* is not a folder"):
+        TuneSettings(checkpoint=str(BUNDLED_STUDENT), clips=(str(tmp_path / "none"),))

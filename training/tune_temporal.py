@@ -50,9 +50,10 @@ def int_list(text: str) -> tuple[int, ...]:
 class TuneSettings:
     checkpoint: str
     clips: tuple[str, ...]
-    k_min: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
-    d0: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02)
-    span: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08)
+    # Around the settings earlier grids chose; the lowest k_min is a design limit (facemat/temporal.py).
+    k_min: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3)
+    d0: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04)
+    span: tuple[float, ...] = (0.08, 0.12, 0.16, 0.24)
     radius: tuple[int, ...] = (1, 2, 4)
     iou_margin: float = 0.005
     limit: int | None = None
