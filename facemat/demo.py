@@ -1,14 +1,18 @@
 """``python -m facemat.demo``: a face filter that respects occluders, on an image or a video.
 
-For every frame: find the faces (OpenCV's frontal-face Haar cascade, or the
-whole frame with ``--whole-frame``), crop each to a square with a margin, resize
-it to the model's input size, matte it with the chosen model, apply the effect
-only where alpha says "visible face skin"::
+For every frame: find the faces (BlazeFace, MediaPipe's face detector, by
+default; OpenCV's Haar cascade only when BlazeFace's model cannot be had, or
+the whole frame with ``--whole-frame``), turn each into the model's crop with
+the crop contract of :mod:`facemat.crop` (square, margin, roll, resize), matte
+it with the chosen model, paste the alpha back with a feathered edge, and apply
+the effect only where alpha says "visible face skin"::
 
-    out = alpha * effect(crop) + (1 - alpha) * crop
+    out = alpha * effect(frame) + (1 - alpha) * frame
 
-and paste the result back. Hands, hair and every other occluder have alpha 0,
-so the effect does not paint over them. The output is a side-by-side
+Hands, hair and every other occluder have alpha 0, so the effect does not paint
+over them. In a video, faces are tracked (:mod:`facemat.track`): found, then
+followed with a smoothed crop, so the crop does not jitter; frames where a face
+is lost are reported on stderr. The output is a side-by-side
 ``input | alpha (grey) | result`` image (for an image input) or an ``mp4v``
 video (for a video input), written atomically, with the resolved settings in
 ``<out>.json`` beside it.
@@ -33,6 +37,7 @@ importing ``facemat`` stays free of them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import sys
@@ -44,7 +49,10 @@ import cv2
 import numpy as np
 
 from facemat.cli import ArgumentParser, add_debug_flag, finite_float, run_main
+from facemat.crop import DEFAULT as DEFAULT_CROP
+from facemat.crop import Crop, CropSpec, crop_for, extract, paste
 from facemat.errors import CheckpointError, ConfigError, DataError
+from facemat.finder import DETECTORS, load_finder
 from facemat.io import atomic_path, write_bytes_atomic, write_json_atomic
 from facemat.safety import check_frame_pixels, check_image_pixels
 from facemat.temporal import DEFAULT as DEFAULT_FILTER
@@ -60,7 +68,6 @@ EFFECTS = ("tint", "smooth", "cartoon")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTS = (".mp4",)
 _VIDEO_IN_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
-HAAR_FILE = "haarcascade_frontalface_default.xml"
 
 
 # --------------------------------------------------------------------------- settings
@@ -80,8 +87,12 @@ class DemoSettings:
             ``checkpoint`` is given.
         whole_frame: treat every frame as one face crop instead of detecting faces.
         margin: extra context around a detected face box, as a fraction of its
-            side on each side (the crop side is ``box * (1 + 2 * margin)``).
+            side on each side (the crop side is ``box * (1 + 2 * margin)``);
+            None: the crop contract's (the artifact's manifest, else
+            :data:`facemat.crop.DEFAULT`).
         max_frames: stop a video after this many frames (None: all).
+        detector: one of :data:`facemat.finder.DETECTORS`.
+        example: the input is the built-in example picture (``input`` is then its name).
         filter: the temporal filter's settings on video, or None for no filter.
     """
 
@@ -91,8 +102,10 @@ class DemoSettings:
     artifact: str | None = None
     checkpoint: str | None = None
     whole_frame: bool = False
-    margin: float = 0.5
+    margin: float | None = None
     max_frames: int | None = None
+    detector: str = "blazeface"
+    example: bool = False
     filter: TemporalConfig | None = DEFAULT_FILTER
 
     def __post_init__(self) -> None:
@@ -102,16 +115,18 @@ class DemoSettings:
             which = "both" if self.artifact is not None else "neither"
             raise ConfigError(f"give exactly one of --artifact and --checkpoint ({which} given); the bundled "
                               f"student is --checkpoint {_display(BUNDLED_STUDENT)}")
-        if not Path(self.input).exists():
+        if not self.example and not Path(self.input).exists():
             raise DataError(f"--input {self.input}: no such file")
-        if not Path(self.input).is_file() and not _is_clip(self.input):
+        if not self.example and not Path(self.input).is_file() and not _is_clip(self.input):
             raise DataError(f"--input {self.input}: not a file or a clip folder (give an image, a video, or a "
                             "clip folder with images/<t>.png)")
         for flag, p in (("--artifact", self.artifact), ("--checkpoint", self.checkpoint)):
             if p is not None and not Path(p).exists():
                 raise ConfigError(f"{flag} {p}: no such file")
-        if not 0.0 <= self.margin <= 2.0:
+        if self.margin is not None and not 0.0 <= self.margin <= 2.0:
             raise ConfigError(f"--margin must be between 0 and 2 (a fraction of the face box), got {self.margin}")
+        if self.detector not in DETECTORS:
+            raise ConfigError(f"--detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
         _check_out(self.out, self.input)
@@ -134,7 +149,7 @@ def _check_out(out: str, input_path: str) -> None:
                           f"{', '.join(IMAGE_EXTS)}, a video input writes {', '.join(VIDEO_EXTS)}")
     if p.is_dir():
         raise ConfigError(f"--out {out}: is a folder; give a file name")
-    if p.exists() and p.resolve() == Path(input_path).resolve():
+    if p.exists() and Path(input_path).exists() and p.resolve() == Path(input_path).resolve():
         raise ConfigError(f"--out {out}: is the input file; write the result elsewhere")
     parent = p.parent if str(p.parent) else Path(".")
     existing = parent
@@ -158,11 +173,14 @@ class Matter:
             returns alpha ``1 x 1 x S x S`` float32 in [0, 1] (a ``targets.common.Runner``).
         size: S, the model's fixed input size.
         info: what it is (artifact id, target, precision, sha256; or the checkpoint).
+        crop: the crop contract its inputs must follow (an artifact's manifest record;
+            :data:`facemat.crop.DEFAULT` for a checkpoint or a manifest without one).
     """
 
     runner: Callable[[np.ndarray], np.ndarray]
     size: int
     info: dict[str, Any]
+    crop: CropSpec = DEFAULT_CROP
 
 
 def load_matter(artifact: str | None = None, checkpoint: str | None = None) -> Matter:
@@ -223,10 +241,14 @@ def _load_artifact(path: str) -> Matter:
             reason = f"Core ML artifacts run only on macOS/iOS ({reason})"
         raise RuntimeUnavailable(f"--artifact {path}: cannot run on this OS ({where}): {reason}; pick an artifact "
                                  "that the manifest marks runs_here: true, or use --checkpoint") from None
+    crop = DEFAULT_CROP
     info = {"kind": "artifact", "path": str(path), "id": entry["id"], "target": entry["target"],
             "precision": entry.get("precision"), "delegate": entry.get("delegate"), "sha256": entry["sha256"],
-            "manifest": str(manifest)}
-    return Matter(runner, size, info)
+            "manifest": str(manifest), "crop_from": "default: the manifest entry has no crop record"}
+    if "crop" in entry:
+        crop = CropSpec.from_manifest(entry["crop"], f"{manifest} entry {entry['id']!r}")
+        info["crop_from"] = "manifest"
+    return Matter(runner, size, info, crop)
 
 
 # --------------------------------------------------------------------------- effects
@@ -310,32 +332,16 @@ def composite(frame: np.ndarray, alpha: np.ndarray, filtered: np.ndarray) -> np.
 # --------------------------------------------------------------------------- faces
 
 
-class FaceFinder:
-    """OpenCV's frontal-face Haar cascade: ``finder(rgb) -> [(x, y, w, h), ...]`` in pixels."""
-
-    def __init__(self) -> None:
-        base = getattr(getattr(cv2, "data", None), "haarcascades", None)
-        path = Path(base or "") / HAAR_FILE
-        if base is None or not path.is_file():
-            raise ConfigError(f"OpenCV's {HAAR_FILE} is not installed (opencv-python-headless 5 dropped the cascade "
-                              "files): install opencv-python-headless<5, or pass --whole-frame for face crops")
-        self.cascade = cv2.CascadeClassifier(str(path))
-
-    def __call__(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-        grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-        side = max(24, min(rgb.shape[:2]) // 10)
-        found = self.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
-        return [tuple(int(v) for v in box) for box in found]
+def crop_spec(matter: Matter, margin: float | None = None) -> CropSpec:
+    """The crop contract for ``matter``; ``margin`` (``--margin``) overrides its scale as ``1 + 2 * margin``."""
+    if margin is None:
+        return matter.crop
+    return dataclasses.replace(matter.crop, scale=1.0 + 2.0 * margin)
 
 
-def square_crop(box: tuple[int, int, int, int], height: int, width: int, margin: float) -> tuple[int, int, int, int]:
-    """A square around a face box, ``margin`` of its side added on each side, shifted (and shrunk
-    if needed) to lie inside the frame. Returns ``(x0, y0, side, side)``."""
-    x, y, w, h = box
-    side = min(round(max(w, h) * (1.0 + 2.0 * margin)), height, width)
-    x0 = round(x + w / 2 - side / 2)
-    y0 = round(y + h / 2 - side / 2)
-    return min(max(x0, 0), width - side), min(max(y0, 0), height - side), side, side
+def find_crops(rgb: np.ndarray, finder: Any, spec: CropSpec) -> list[Crop]:
+    """Every face of ``rgb`` that ``finder`` finds, as a crop of the contract ``spec``."""
+    return [crop_for(d.box, spec, d.roll()) for d in finder(rgb)]
 
 
 # --------------------------------------------------------------------------- one frame
@@ -353,35 +359,47 @@ def matte_region(matter: Matter, crop: np.ndarray) -> np.ndarray:
     return cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != (s, s) else alpha
 
 
-def process_frame(rgb: np.ndarray, matter: Matter, effect: str, finder: FaceFinder | None,
-                  margin: float = 0.5) -> tuple[np.ndarray, np.ndarray, int]:
+def process_frame(rgb: np.ndarray, matter: Matter, effect: str, finder: Any = None,
+                  spec: CropSpec | None = None, crops: list[Crop] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Matte and filter every face of one frame.
 
     Args:
         rgb: ``H x W x 3`` uint8 RGB.
         matter: the model.
         effect: one of :data:`EFFECTS`.
-        finder: a face detector, or None to treat the whole frame as one face crop
-            (resized to the model's square input; non-square frames are stretched).
-        margin: see :class:`DemoSettings`.
+        finder: a face finder (:mod:`facemat.finder`), or None to treat the whole
+            frame as one face crop (resized to the model's square input; non-square
+            frames are stretched).
+        spec: the crop contract (default: ``matter.crop``).
+        crops: the faces' crops when already known (a tracked video); ``finder`` is then not run.
 
     Returns:
         ``(alpha H x W float32 in [0, 1], result H x W x 3 uint8, number of faces)``;
         with no face, alpha is 0 and the result equals the input.
     """
+    spec = matter.crop if spec is None else spec
     height, width = rgb.shape[:2]
-    regions = [(0, 0, width, height)] if finder is None else \
-        [square_crop(b, height, width, margin) for b in finder(rgb)]
+    fn = EFFECT_FNS[effect]
+    if crops is None and finder is None:
+        alpha = matte_region(matter, rgb)
+        return alpha, composite(rgb, alpha, fn(rgb)), 1
+    if crops is None:
+        crops = find_crops(rgb, finder, spec)
     alpha_full = np.zeros((height, width), np.float32)
     result = rgb.copy()
-    fn = EFFECT_FNS[effect]
-    for x0, y0, w, h in regions:
-        crop = rgb[y0:y0 + h, x0:x0 + w]
-        alpha = matte_region(matter, crop)
-        # Overlapping crops: each composites onto what the earlier ones left.
-        result[y0:y0 + h, x0:x0 + w] = composite(result[y0:y0 + h, x0:x0 + w], alpha, fn(crop))
-        np.maximum(alpha_full[y0:y0 + h, x0:x0 + w], alpha, out=alpha_full[y0:y0 + h, x0:x0 + w])
-    return alpha_full, result, len(regions)
+    for c in crops:
+        x0, y0, x1, y1 = c.bounds(height, width)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        x = np.ascontiguousarray(extract(rgb, c, matter.size).transpose(2, 0, 1)[None], dtype=np.float32)
+        out = np.asarray(matter.runner(x / np.float32(255.0)), np.float32).reshape(matter.size, matter.size)
+        alpha = paste(out, c, height, width, spec.feather)[y0:y1, x0:x1]
+        # The effect runs on the frame around the face (full resolution); overlapping
+        # crops composite onto what the earlier ones left.
+        region = result[y0:y1, x0:x1]
+        result[y0:y1, x0:x1] = composite(region, alpha, fn(region))
+        np.maximum(alpha_full[y0:y1, x0:x1], alpha, out=alpha_full[y0:y1, x0:x1])
+    return alpha_full, result, len(crops)
 
 
 def side_by_side(rgb: np.ndarray, alpha: np.ndarray, result: np.ndarray) -> np.ndarray:
@@ -427,23 +445,33 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         DataError: unreadable input. ConfigError: output type does not fit the input.
         CheckpointError, RuntimeUnavailable: see :func:`load_matter`.
     """
-    kind = _input_kind(s.input)
+    kind = "image" if s.example else _input_kind(s.input)
     want = IMAGE_EXTS if kind == "image" else VIDEO_EXTS
     if Path(s.out).suffix.lower() not in want:
         article = "an" if kind == "image" else "a"
         raise ConfigError(f"--out {s.out}: {article} {kind} input writes {', '.join(want)}, not {Path(s.out).suffix!r}")
-    frame = _read_image(s.input) if kind == "image" else None
+    example: dict[str, Any] | None = None
+    if s.example:
+        from facemat.data.example import example_picture
+
+        frame, example = example_picture()
+    else:
+        frame = _read_image(s.input) if kind == "image" else None
     clip = None
-    if _is_clip(s.input):
+    if not s.example and _is_clip(s.input):
         from facemat.data.clips import read_clip_folder
 
         clip = read_clip_folder(s.input)  # checked before loading the model
     elif kind == "video":
         _probe_video(s.input)  # refuse an unreadable input before loading the model
     matter = load_matter(s.artifact, s.checkpoint)
-    finder = None if s.whole_frame else FaceFinder()
+    spec = crop_spec(matter, s.margin)
+    finder, fallback = (None, None) if s.whole_frame else load_finder(s.detector)
+    if fallback:
+        print(f"facemat.demo: {fallback}; it misses many faces that a hand covers", file=sys.stderr)
+    tracker = None
     if kind == "image":
-        alpha, result, faces = process_frame(frame, matter, s.effect, finder, s.margin)
+        alpha, result, faces = process_frame(frame, matter, s.effect, finder, spec)
         if faces == 0:
             print(f"facemat.demo: no face found in {s.input}; the result equals the input. If the image is "
                   "already a face crop, pass --whole-frame", file=sys.stderr)
@@ -454,10 +482,22 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         frames = [faces]
         stability = None
     else:
-        frames, stability = _run_video(s, matter, finder, clip)
+        if finder is not None:
+            from facemat.track import FaceTracker
+
+            tracker = FaceTracker(finder, spec, 30.0 if clip is not None else _video_fps(s.input))
+        frames, stability = _run_video(s, matter, finder, spec, tracker, clip)
     summary = {"settings": asdict(s), "input_kind": "clip" if clip is not None else kind, "model": matter.info,
-               "model_input_size": matter.size, "frames": len(frames), "faces_per_frame": frames,
-               "frames_without_face": sum(1 for f in frames if f == 0)}
+               "model_input_size": matter.size,
+               "frames": len(frames), "faces_per_frame": frames,
+               "frames_without_face": sum(1 for f in frames if f == 0),
+               "finder": None if finder is None else {**finder.info, "fallback": fallback},
+               "crop": None if finder is None else spec.to_manifest()}
+    if tracker is not None:
+        summary["tracking"] = {**asdict(tracker.settings), "whole_frame_searches": tracker.searches,
+                               "frames_with_a_lost_face": [i for i, n in enumerate(tracker.lost) if n]}
+    if example is not None:
+        summary["example"] = example
     if stability is not None:
         summary["flicker"] = stability
     _write(s.out + ".json", lambda: write_json_atomic(s.out + ".json", summary))
@@ -508,6 +548,27 @@ def _frames(cap: cv2.VideoCapture, limit: int | None) -> Iterator[np.ndarray]:
             return
         n += 1
         yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _video_fps(path: str) -> float:
+    cap = _open_video(path)
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    finally:
+        cap.release()
+    return fps if np.isfinite(fps) and 0 < fps <= 1000 else 25.0
+
+
+def _spans(frames: list[int]) -> str:
+    """``[3, 4, 5, 9]`` -> ``"3-5, 9"``."""
+    out: list[str] = []
+    for i in frames:
+        if out and i == last + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+        last = i
+    return ", ".join(out)
 
 
 class _Spread:
@@ -567,9 +628,13 @@ def _clip_frames(clip, limit: int | None) -> Iterator[np.ndarray]:
         yield np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _run_video(s: DemoSettings, matter: Matter, finder: FaceFinder | None, clip=None
+def _run_video(s: DemoSettings, matter: Matter, finder: Any, spec: CropSpec, tracker: Any = None, clip=None
                ) -> tuple[list[int], dict[str, Any] | None]:
     """Filter every frame of ``s.input`` (a video, or ``clip``'s frames) into ``s.out`` (mp4v).
+
+    With a ``tracker`` (:class:`facemat.track.FaceTracker`), faces are found and then
+    followed with a smoothed crop; frames where a face was lost are reported on stderr.
+    With ``s.filter``, each frame's alpha goes through the temporal filter.
 
     Returns:
         The face count per frame, and the flicker of the output alphas (see :func:`_stability`).
@@ -604,7 +669,8 @@ def _run_video(s: DemoSettings, matter: Matter, finder: FaceFinder | None, clip=
                 try:
                     for rgb in tqdm(itertools.chain([first], frames), total=total, desc="facemat.demo",
                                     unit="frame", file=sys.stderr):
-                        alpha, result, n = process_frame(rgb, matter, s.effect, finder, s.margin)
+                        crops = None if tracker is None else [t.crop for t in tracker(rgb)]
+                        alpha, result, n = process_frame(rgb, matter, s.effect, finder, spec, crops)
                         raw.add(alpha, keep=clip is not None)
                         if filt is not None:
                             alpha = filt(rgb, alpha)
@@ -619,6 +685,11 @@ def _run_video(s: DemoSettings, matter: Matter, finder: FaceFinder | None, clip=
     finally:
         if cap is not None:
             cap.release()
+    lost = [] if tracker is None else [i for i, n in enumerate(tracker.lost) if n]
+    if lost:
+        print(f"facemat.demo: a face was lost in {len(lost)} of {len(faces)} frames ({_spans(lost)}): its last "
+              f"crop was held for up to {tracker.settings.hold} frames, then it was left unfiltered until found "
+              "again", file=sys.stderr)
     missing = [i for i, n in enumerate(faces) if n == 0]
     if missing:
         print(f"facemat.demo: no face found in {len(missing)} of {len(faces)} frames (first: frame {missing[0]}); "
@@ -635,31 +706,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         "alpha * effect + (1 - alpha) * input, and write input | alpha | result side by side\n"
         "(an image for an image input, an mp4v video for a video input), written atomically.",
         epilog=f"""faces:
-  By default faces are found with OpenCV's frontal-face Haar cascade; each box is
-  grown by --margin on every side to a square crop (the matte needs the hairline,
-  chin and some background), resized to the model's input size (256 for the
-  bundled student), and the alpha is resized back and pasted in place. Frames
-  where no face is found are left unfiltered and reported on stderr. The cascade
-  often misses a face half covered by a hand. Images that are already face crops
-  (the procedural training faces, a cropped selfie) should use --whole-frame: the
-  whole frame is one crop (non-square frames are stretched to the square input).
-  The default margin of 0.5 makes the crop twice the detected box, which frames
-  the face the way the bundled student was trained.
+  By default faces are found with BlazeFace, MediaPipe's face detector (short
+  range; --detector blazeface-full for faces far away or small in the frame),
+  run in LiteRT on the whole frame and on zoomed windows of it, low-scoring
+  faces confirmed by the full-range model; the models come from the mediapipe
+  wheel into the cache of python -m facemat.pretrained.fetch.
+  OpenCV's Haar cascade is used when those models cannot be had (the output
+  says so) or with --detector haar. Each detection becomes the model's crop by the
+  crop contract (facemat/crop.py; an artifact's manifest records it): a square
+  of {DEFAULT_CROP.scale:g} x the box (--margin m makes it 1 + 2m), moved up by {DEFAULT_CROP.shift_up:g} of its side,
+  turned upright along the eye line, resized to the model's input; the alpha
+  goes back with a feathered edge. In a video each face is tracked between
+  detections with a smoothed crop; frames where a face is lost or none is found
+  are reported on stderr. Images that are already face crops should use
+  --whole-frame: the whole frame is one crop (non-square frames are stretched).
 
 model:
-  --checkpoint {_display(BUNDLED_STUDENT)}  is the bundled student (trained on
-  the procedural faces only: expect misses on real photos). --artifact takes a
+  --checkpoint {_display(BUNDLED_STUDENT)}  is the bundled student (procedural
+  faces and real package photos with generated occluders; rough on faces it never
+  saw, see docs/results.md). --artifact takes a
   file exported by python -m targets.export; it must be listed, with a matching
   sha256, in the manifest.json of its folder, and runs in its own runtime (Core ML
   artifacts run only on macOS).
 
-example:
+examples:
   python -m facemat.demo --input face.png --checkpoint {_display(BUNDLED_STUDENT)} \\
-      --effect tint --whole-frame --out face-tint.png""",
+      --effect tint --whole-frame --out face-tint.png
+  python -m facemat.demo --example --out docs/demo.jpg     # the README's picture""",
     )
-    parser.add_argument("--input", required=True, metavar="IMAGE|VIDEO|CLIP",
+    parser.add_argument("--input", metavar="IMAGE|VIDEO|CLIP",
                         help="an image (.png, .jpg, ...), a video, or a clip folder (clips/<id> of python -m "
                         "facemat.data.synth --frames 8: played as a video, its flicker measured)")
+    parser.add_argument("--example", action="store_true",
+                        help="instead of --input: the README's example, matplotlib's Grace Hopper portrait (fetched "
+                        "into the cache) with a generated hand over the face; the bundled student unless "
+                        "--artifact or --checkpoint is given")
     parser.add_argument("--artifact", metavar="PATH", help="an exported artifact listed in its folder's manifest.json")
     parser.add_argument("--checkpoint", metavar="CKPT",
                         help=f"a student checkpoint, e.g. the bundled {_display(BUNDLED_STUDENT)}")
@@ -671,9 +752,12 @@ example:
                         "the settings go to FILE.json")
     parser.add_argument("--whole-frame", action="store_true",
                         help="no face detection: each frame is one face crop (for already-cropped faces)")
-    parser.add_argument("--margin", type=finite_float, default=0.5,
+    parser.add_argument("--detector", default="blazeface", metavar="|".join(DETECTORS),
+                        help="face finder: blazeface (short range, default), blazeface-full (far or small faces), "
+                        "haar (OpenCV's cascade)")
+    parser.add_argument("--margin", type=finite_float, default=None,
                         help="context added on each side of a detected face box, as a fraction of its side "
-                        "(default 0.5)")
+                        f"(default: the crop contract's, {(DEFAULT_CROP.scale - 1) / 2:g}, or the artifact's manifest)")
     parser.add_argument("--max-frames", type=int, help="stop a video after this many frames")
     parser.add_argument("--no-filter", action="store_true",
                         help="video: no temporal filter after the model (default: facemat.temporal's filter)")
@@ -681,8 +765,16 @@ example:
                         help="video: the temporal filter's settings (default: facemat.temporal's)")
     add_debug_flag(parser)
     a = parser.parse_args(argv)
-    s = DemoSettings(input=a.input, out=a.out, effect=a.effect, artifact=a.artifact, checkpoint=a.checkpoint,
-                     whole_frame=a.whole_frame, margin=a.margin, max_frames=a.max_frames,
+    if a.example == (a.input is not None):
+        raise ConfigError("give exactly one of --input and --example" + (" (both given)" if a.example else
+                                                                          " (the following arguments are required: "
+                                                                          "--input)"))
+    checkpoint = a.checkpoint
+    if a.example and a.artifact is None and a.checkpoint is None:
+        checkpoint = str(BUNDLED_STUDENT)
+    s = DemoSettings(input=a.input or "example", out=a.out, effect=a.effect, artifact=a.artifact,
+                     checkpoint=checkpoint, whole_frame=a.whole_frame, margin=a.margin, max_frames=a.max_frames,
+                     detector=a.detector, example=a.example,
                      filter=None if a.no_filter else parse_config(a.filter))
     summary = run_demo(s)
     f = summary.get("flicker")

@@ -187,9 +187,11 @@ def _load_sources(s: ExportSettings) -> dict[str, Source]:
 
 def _entry_key(plan: Plan, src: Source, s: ExportSettings) -> dict[str, Any]:
     """What makes an existing artifact up to date."""
+    from facemat.crop import DEFAULT as crop
+
     return {"source_sha256": src.sha256, "size": src.size, "layout": plan.layout, "input_kind": plan.input_kind,
             "min_deployment": s.min_deployment, "bundle": s.bundle and plan.target == "executorch",
-            "allow_portable": s.allow_portable}
+            "allow_portable": s.allow_portable, "crop": crop.to_manifest()}
 
 
 def _place(staged: Path, final: Path) -> None:
@@ -259,6 +261,7 @@ def _source_record(src: Source) -> dict[str, Any]:
 
 def export_one(plan: Plan, src: Source, s: ExportSettings, refs: _References, out: Path) -> dict[str, Any]:
     """Build, verify, run and compare one artifact; returns its manifest entry (artifact moved into place)."""
+    from facemat.crop import DEFAULT as crop
     from targets.manifest import artifact_bytes, artifact_sha256, now
     from targets.parity import check, measure, parity_limits
 
@@ -301,7 +304,7 @@ def export_one(plan: Plan, src: Source, s: ExportSettings, refs: _References, ou
     return {
         "id": plan.id, "target": plan.target, "precision": plan.precision, "delegate": plan.delegate,
         "path": plan.filename, "sha256": artifact_sha256(final), "bytes": artifact_bytes(final),
-        "input": inp, "outputs": outs, "source": _source_record(src),
+        "input": inp, "outputs": outs, "crop": crop.to_manifest(), "source": _source_record(src),
         "converter": built.converter, "runtime": built.runtime,
         "runs_here": built.runs_here,
         "runtime_check": ("ran here: parity passed" if built.runs_here else built.not_run_reason),

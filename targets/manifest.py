@@ -6,7 +6,8 @@ Layout::
      "artifacts": {"<id>": {<entry>}, ...}}
 
 An entry holds target, precision, delegate, the path relative to the manifest,
-its sha256, the input and output specs, the source it was built from (with its
+its sha256, the input and output specs, the crop contract its input follows
+(:meth:`facemat.crop.CropSpec.to_manifest`), the source it was built from (with its
 hash), converter and runtime versions, whether it ran here (and why not), the
 parity figures measured at export, the checks done without running it, and the
 export time. ``bench.run`` refuses an artifact whose file no longer matches its

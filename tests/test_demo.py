@@ -39,21 +39,22 @@ import pytest
 
 from facemat.checkpoint import file_sha256
 from facemat.cli import run_main
+from facemat.crop import DEFAULT as DEFAULT_CROP
+from facemat.crop import crop_for
 from facemat.data.synth import render_sample
-from facemat.errors import DataError
 from facemat.demo import (
     BUNDLED_STUDENT,
     EFFECTS,
     DemoSettings,
-    FaceFinder,
     composite,
     effect_tint,
     load_matter,
     main,
     process_frame,
     run_demo,
-    square_crop,
 )
+from facemat.errors import DataError
+from facemat.finder import BlazeFaceFinder
 
 REPO = Path(__file__).resolve().parents[1]
 SEED, SPLIT, SIZE = 7, "test", 256
@@ -173,32 +174,29 @@ def test_every_effect_changes_skin_and_spares_the_hand(face, matter, effect: str
 
 
 def test_detected_face_is_cropped_matted_and_pasted_back(matter):
-    """Without --whole-frame: the Haar cascade finds an unoccluded generated face placed in a larger
-    frame; only its square crop changes, and the skin in it does."""
-    s = render_sample(SEED, 3, SIZE, SPLIT)  # unoccluded; the cascade finds it
+    """Without --whole-frame: BlazeFace finds a generated face placed in a larger frame; only its
+    crop (the crop contract's square around the box) changes, and the skin in it does."""
+    s = render_sample(SEED, 3, SIZE, SPLIT)  # unoccluded
     frame = np.full((360, 480, 3), (90, 110, 130), np.uint8)
     frame[60:316, 150:406] = s.image
     gt = np.zeros(frame.shape[:2], np.uint8)
     gt[60:316, 150:406] = s.alpha
-    boxes = FaceFinder()(frame)
-    assert len(boxes) == 1
-    x, y, w, h = boxes[0]
+    finder = BlazeFaceFinder()
+    dets = finder(frame)
+    assert len(dets) == 1
+    x, y, w, h = dets[0].box
     ys, xs = np.nonzero(gt >= 128)
     assert x < xs.mean() < x + w and y < ys.mean() < y + h
-    x0, y0, side, _ = square_crop(boxes[0], 360, 480, 0.5)
-    alpha, result, faces = process_frame(frame, matter, "cartoon", FaceFinder())
+    crop = crop_for(dets[0].box, DEFAULT_CROP, dets[0].roll())
+    x0, y0, x1, y1 = crop.bounds(360, 480)
+    alpha, result, faces = process_frame(frame, matter, "cartoon", finder)
     assert faces == 1
     outside = np.ones(frame.shape[:2], bool)
-    outside[y0:y0 + side, x0:x0 + side] = False
+    outside[y0:y1, x0:x1] = False
     assert (alpha[outside] == 0).all() and (result[outside] == frame[outside]).all()
     skin = _eroded(gt >= 253)
     assert _diff(frame, result)[skin].mean() > SKIN_MIN
-
-
-def test_square_crop_stays_inside_the_frame():
-    assert square_crop((10, 20, 40, 40), 100, 200, 0.5) == (0, 0, 80, 80)  # shifted in from the corner
-    assert square_crop((150, 30, 60, 60), 100, 200, 0.5) == (100, 0, 100, 100)  # shrunk to the frame
-    assert square_crop((80, 30, 20, 20), 100, 200, 0.5) == (70, 20, 40, 40)  # centred
+    assert ((alpha >= 0.5) & (gt >= 128)).sum() / max(1, ((alpha >= 0.5) | (gt >= 128)).sum()) > 0.6  # IoU
 
 
 def test_video_gives_a_side_by_side_video(face, tmp_path: Path, capsys):
@@ -264,15 +262,56 @@ def test_clip_folder_plays_through_the_temporal_filter_and_reports_its_flicker(t
         DemoSettings(input=str(tmp_path / "empty"), out=str(out), checkpoint=str(BUNDLED_STUDENT))
 
 
-def test_no_face_found_is_said_and_the_frame_is_left_alone(face, tmp_path: Path, capsys):
-    s, _, _ = face  # a hand over the face: the cascade finds nothing
-    inp = _write_png(tmp_path / "x.png", s.image)
+def test_no_face_found_is_said_and_the_frame_is_left_alone(tmp_path: Path, capsys):
+    grey = np.tile(np.linspace(60, 200, SIZE, dtype=np.uint8)[None, :, None], (SIZE, 1, 3))  # no face in it
+    inp = _write_png(tmp_path / "x.png", grey)
     summary = run_demo(DemoSettings(input=str(inp), out=str(tmp_path / "y.png"), checkpoint=str(BUNDLED_STUDENT)))
-    assert summary["frames_without_face"] == 1
+    assert summary["frames_without_face"] == 1 and summary["finder"]["name"] == "blazeface"
     err = capsys.readouterr().err
     assert "no face found" in err and "--whole-frame" in err
     sheet = _read_rgb(tmp_path / "y.png")
-    np.testing.assert_array_equal(sheet[:, 2 * SIZE:], s.image)
+    np.testing.assert_array_equal(sheet[:, 2 * SIZE:], grey)
+
+
+def test_without_blazeface_the_haar_cascade_is_used_and_said(face, tmp_path: Path, capsys, monkeypatch):
+    import facemat.finder
+    from facemat.errors import DataError
+
+    def unavailable(*a, **k):
+        raise DataError("could not download mediapipe==0.10.21 from the package index: no network")
+
+    monkeypatch.setattr(facemat.finder, "BlazeFaceFinder", unavailable)
+    s, _, _ = face
+    summary = run_demo(DemoSettings(input=str(_write_png(tmp_path / "x.png", s.image)), out=str(tmp_path / "y.png"),
+                                    checkpoint=str(BUNDLED_STUDENT)))
+    assert summary["finder"]["name"] == "haar" and "no network" in summary["finder"]["fallback"]
+    err = capsys.readouterr().err
+    assert "BlazeFace is not available (could not download" in err and "Haar cascade instead" in err
+
+
+def test_video_faces_are_tracked_and_lost_frames_reported(tmp_path: Path, capsys):
+    """A face that drifts, then leaves for 12 frames: shown once confirmed (3 frames), tracked while there,
+    held 8 frames when gone, the gap reported on stderr."""
+    from facemat.data.frames import render_frame
+
+    f = render_frame("synth", 0, 0)  # 640x480, one face with a few strands over it
+    video = tmp_path / "in.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (320, 240))
+    small = cv2.resize(f.image, (320, 240), interpolation=cv2.INTER_AREA)
+    empty = np.full_like(small, 120)
+    for i in range(24):
+        img = empty if 6 <= i < 18 else np.roll(small, i, axis=1)
+        writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    writer.release()
+    summary = run_demo(DemoSettings(input=str(video), out=str(tmp_path / "out.mp4"), checkpoint=str(BUNDLED_STUDENT)))
+    faces = summary["faces_per_frame"]
+    assert faces[:6] == [0, 0, 1, 1, 1, 1] and faces[6:14] == [1] * 8 and faces[14:20] == [0] * 6
+    assert faces[20:] == [1] * 4
+    lost = summary["tracking"]["frames_with_a_lost_face"]
+    assert lost == list(range(6, 15)) and summary["tracking"]["whole_frame_searches"] < 24
+    err = capsys.readouterr().err
+    assert "a face was lost in 9 of 24 frames (6-14)" in err, err
+    assert summary["crop"]["scale"] == DEFAULT_CROP.scale
 
 
 # --------------------------------------------------------------------------- errors
@@ -305,6 +344,10 @@ def _errors(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["--input", str(ok_in), *ck], r"the following arguments are required: --out"),
         (["--input", str(ok_in), *ck, "--effect", "sepia", *out],
          r"--effect must be one of tint, smooth, cartoon, got 'sepia'"),
+        (["--input", str(ok_in), *ck, "--detector", "yolo", *out],
+         r"--detector must be one of blazeface, blazeface-full, haar, got 'yolo'"),
+        (["--input", str(ok_in), "--example", *out], r"give exactly one of --input and --example \(both given\)"),
+        ([*ck, *out], r"give exactly one of --input and --example"),
         (["--input", str(ok_in), *out], r"give exactly one of --artifact and --checkpoint \(neither given\)"),
         (["--input", str(ok_in), *ck, "--artifact", str(tmp_path / "lonely.onnx"), *out],
          r"exactly one of --artifact and --checkpoint \(both given\)"),

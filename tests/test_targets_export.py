@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from facemat.checkpoint import save_checkpoint
+from facemat.crop import DEFAULT as DEFAULT_CROP
+from facemat.crop import CropSpec
 from facemat.errors import CheckpointError, ConfigError
 from facemat.models import build_model
 from targets.common import ExportError
@@ -137,6 +139,8 @@ def test_export_onnx_and_tflite_fp32_writes_manifest_and_reruns_as_noop(tmp_path
         assert e["runs_here"] and e["parity"]["passed"] and e["parity"]["images"] == 4
         assert e["parity"]["vs_fp32"]["max_abs"] <= 1e-4
         assert e["converter"] and e["runtime"]
+        # The crop contract the artifact was trained for is the code's, field for field.
+        assert e["crop"] == DEFAULT_CROP.to_manifest() and CropSpec.from_manifest(e["crop"]) == DEFAULT_CROP
     assert not (out / ".staging").exists()
     capsys.readouterr()
     before = (out / "manifest.json").read_text()

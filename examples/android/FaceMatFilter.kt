@@ -14,14 +14,19 @@ import android.graphics.BitmapShader
 import android.graphics.Canvas
 import android.graphics.Matrix
 import android.graphics.Paint
+import android.graphics.PointF
 import android.graphics.RectF
 import android.graphics.Shader
 import java.nio.FloatBuffer
+import kotlin.math.abs
+import kotlin.math.atan2
 import kotlin.math.ceil
+import kotlin.math.cos
 import kotlin.math.floor
 import kotlin.math.max
 import kotlin.math.min
 import kotlin.math.roundToInt
+import kotlin.math.sin
 
 /** The student's contract, as written in the exporter's manifest.json ("input", "outputs"). */
 object FaceMatSpec {
@@ -57,33 +62,58 @@ enum class TensorLayout(val inputShape: LongArray, val outputShape: LongArray) {
     }
 }
 
-/** A square region of the upright frame, in pixels, origin at the top left. */
-data class FaceCrop(val left: Float, val top: Float, val side: Float) {
+/**
+ * The crop contract (facemat/crop.py; every artifact's manifest.json records it under "crop"): a
+ * square of the upright frame, in pixels, origin at the top left, centre ([centreX], [centreY]),
+ * turned by [angle] (radians, image axes with y down: the crop's x axis; 0 is upright).
+ */
+data class FaceCrop(val centreX: Float, val centreY: Float, val side: Float, val angle: Float = 0f) {
     companion object {
         /**
          * The square the model should see around a face detector's box (pixels, origin top left:
          * ML Kit `Face.boundingBox`, MediaPipe `Detection.boundingBox()`).
          *
-         * [scale] and [shiftUp] follow the framing of the training faces (face about 46 % of the
-         * crop wide, eyes at about 48 % of its height). Detectors draw boxes differently: check the
-         * crop on screen with yours and adjust.
+         * [scale] and [shiftUp] are the manifest's `crop.scale` and `crop.shift_up`: they frame a
+         * BlazeFace box like the training faces (`python -m bench.detect --what framing`). [rightEye]
+         * and [leftEye] (the person's own right and left, frame pixels: MediaPipe keypoints 0 and 1,
+         * ML Kit `FaceLandmark.RIGHT_EYE` and `LEFT_EYE`) turn the crop with the eye line, as
+         * `crop.roll == "eyes"` says; without them the crop stays upright.
          */
-        fun around(face: RectF, scale: Float = 2.2f, shiftUp: Float = 0.1f): FaceCrop {
+        fun around(
+            face: RectF, rightEye: PointF? = null, leftEye: PointF? = null,
+            scale: Float = 2.4f, shiftUp: Float = 0.06f,
+        ): FaceCrop {
             val side = scale * max(face.width(), face.height())
-            val centreX = face.centerX()
-            val centreY = face.centerY() - shiftUp * side // move up: keep the forehead in
-            return FaceCrop(centreX - side / 2, centreY - side / 2, side)
+            val angle = if (rightEye != null && leftEye != null) {
+                atan2(leftEye.y - rightEye.y, leftEye.x - rightEye.x)
+            } else 0f
+            // Move towards the top of the head: (sin, -cos) is "up" in a frame whose y points down.
+            return FaceCrop(
+                face.centerX() + shiftUp * side * sin(angle),
+                face.centerY() - shiftUp * side * cos(angle), side, angle,
+            )
         }
     }
 
     /**
-     * Model column of frame column [x]: pixel centres, as a bilinear resize with
+     * Model column of frame pixel ([x], [y]): pixel centres, as a bilinear resize with
      * align_corners=False maps them (0 = centre of the model's first pixel).
      */
-    fun modelU(x: Int): Float = (x + 0.5f - left) * FaceMatSpec.SIZE / side - 0.5f
+    fun modelU(x: Int, y: Int): Float {
+        val k = FaceMatSpec.SIZE / side
+        return k * ((x + 0.5f - centreX) * cos(angle) + (y + 0.5f - centreY) * sin(angle)) +
+            FaceMatSpec.SIZE / 2f - 0.5f
+    }
 
-    /** Model row of frame row [y]. */
-    fun modelV(y: Int): Float = (y + 0.5f - top) * FaceMatSpec.SIZE / side - 0.5f
+    /** Model row of frame pixel ([x], [y]). */
+    fun modelV(x: Int, y: Int): Float {
+        val k = FaceMatSpec.SIZE / side
+        return k * (-(x + 0.5f - centreX) * sin(angle) + (y + 0.5f - centreY) * cos(angle)) +
+            FaceMatSpec.SIZE / 2f - 0.5f
+    }
+
+    /** Half the side of the turned square's bounding box, in frame pixels. */
+    fun reach(): Float = side / 2 * (abs(cos(angle)) + abs(sin(angle)))
 }
 
 /** Renders the face crop of an upright ARGB_8888 frame into an S x S bitmap and packs it as floats. */
@@ -97,15 +127,17 @@ class FaceCropRenderer {
 
     /**
      * Crops [frame] (a software ARGB_8888 bitmap, upright: rotate CameraX frames by
-     * `imageInfo.rotationDegrees` first) to
-     * [region] and scales it to S x S. Where the square leaves the frame, the frame's edge
-     * pixels are repeated (CLAMP). For crops much larger than S (more than about 2x), an area
-     * or multi-step downscale aliases less than this bilinear one.
+     * `imageInfo.rotationDegrees` first) to [region], turns it upright and scales it to S x S.
+     * Where the square leaves the frame, the frame's edge pixels are repeated (CLAMP). For crops
+     * more than twice S, shrink the frame first with an area or multi-step downscale, as
+     * facemat/crop.py does, or this bilinear sampling aliases.
      */
     fun render(frame: Bitmap, region: FaceCrop): Bitmap {
         val k = FaceMatSpec.SIZE / region.side
-        matrix.setTranslate(-region.left, -region.top)
+        matrix.setTranslate(-region.centreX, -region.centreY)
+        matrix.postRotate(-Math.toDegrees(region.angle.toDouble()).toFloat()) // face upright
         matrix.postScale(k, k)
+        matrix.postTranslate(FaceMatSpec.SIZE / 2f, FaceMatSpec.SIZE / 2f)
         val shader = BitmapShader(frame, Shader.TileMode.CLAMP, Shader.TileMode.CLAMP)
         shader.setLocalMatrix(matrix)
         paint.shader = shader
@@ -155,6 +187,25 @@ class AlphaMatte(val size: Int, val values: FloatArray) {
         require(values.size == size * size) { "alpha has ${values.size} values, expected ${size}x$size" }
     }
 
+    /**
+     * The paste-back feather of the crop contract (`crop.feather` in the manifest): alpha times a
+     * ramp that falls from 1 to 0 over the outer `feather * S` pixels of each edge, so a crop edge
+     * that cuts through skin leaves no seam. Apply it once, before compositing.
+     */
+    fun feathered(feather: Float = 0.05f): AlphaMatte {
+        if (feather <= 0f) return this
+        val width = feather * size
+        val out = values.copyOf()
+        for (y in 0 until size) {
+            val dy = min(y + 0.5f, size - 0.5f - y)
+            for (x in 0 until size) {
+                val dx = min(x + 0.5f, size - 0.5f - x)
+                out[y * size + x] *= min(1f, min(dx, dy) / width)
+            }
+        }
+        return AlphaMatte(size, out)
+    }
+
     /** Bilinear sample at model coordinates (pixel centres at integers), clamped at the edges. */
     fun sample(u: Float, v: Float): Float {
         val last = (size - 1).toFloat()
@@ -177,29 +228,34 @@ class AlphaMatte(val size: Int, val values: FloatArray) {
  *
  *     out = alpha * filtered + (1 - alpha) * frame
  *
- * inside the crop rectangle only (alpha is 0 outside it), so background, hair and occluders in
- * front of the face (alpha 0) keep the camera's pixels. [frame] and [filtered] are ARGB ints
- * (`Bitmap.getPixels`) of one [width] x [height] frame; the alpha byte of [frame] is kept.
- * On a GPU the same thing is `mix(frame, filtered, alpha)` in a fragment shader (docs/mobile.md).
+ * inside the crop only (alpha is 0 outside it), so background, hair and occluders in front of
+ * the face (alpha 0) keep the camera's pixels. Pass `alpha.feathered()`. [frame] and [filtered]
+ * are ARGB ints (`Bitmap.getPixels`) of one [width] x [height] frame; the alpha byte of [frame] is
+ * kept. On a GPU the same thing is `mix(frame, filtered, alpha)` in a fragment shader
+ * (docs/mobile.md).
  */
 fun composite(frame: IntArray, filtered: IntArray, width: Int, height: Int, alpha: AlphaMatte, region: FaceCrop) {
     require(frame.size == width * height && filtered.size == width * height) { "frame/filtered size mismatch" }
-    val x0 = max(0, floor(region.left).toInt())
-    val y0 = max(0, floor(region.top).toInt())
-    val x1 = min(width, ceil(region.left + region.side).toInt())
-    val y1 = min(height, ceil(region.top + region.side).toInt())
+    val r = region.reach()
+    val x0 = max(0, floor(region.centreX - r).toInt())
+    val y0 = max(0, floor(region.centreY - r).toInt())
+    val x1 = min(width, ceil(region.centreX + r).toInt())
+    val y1 = min(height, ceil(region.centreY + r).toInt())
+    val last = alpha.size - 0.5f
     for (y in y0 until y1) {
-        val v = region.modelV(y)
         for (x in x0 until x1) {
-            val a = alpha.sample(region.modelU(x), v)
+            val u = region.modelU(x, y)
+            val v = region.modelV(x, y)
+            if (u < -0.5f || v < -0.5f || u > last || v > last) continue // outside the turned square
+            val a = alpha.sample(u, v)
             if (a <= 0f) continue // occluder or background: keep the camera pixel
             val i = y * width + x
             val o = frame[i]
             val f = filtered[i]
-            val r = blend(a, (f shr 16) and 0xFF, (o shr 16) and 0xFF)
-            val g = blend(a, (f shr 8) and 0xFF, (o shr 8) and 0xFF)
-            val b = blend(a, f and 0xFF, o and 0xFF)
-            frame[i] = (o and 0xFF000000.toInt()) or (r shl 16) or (g shl 8) or b
+            val red = blend(a, (f shr 16) and 0xFF, (o shr 16) and 0xFF)
+            val green = blend(a, (f shr 8) and 0xFF, (o shr 8) and 0xFF)
+            val blue = blend(a, f and 0xFF, o and 0xFF)
+            frame[i] = (o and 0xFF000000.toInt()) or (red shl 16) or (green shl 8) or blue
         }
     }
 }

@@ -50,38 +50,55 @@ struct TensorStrides {
 
 // MARK: - Face crop
 
-/// A square region of the upright frame, in pixels, origin at the top left.
+/// The crop contract (facemat/crop.py; every artifact's manifest.json records it under "crop"):
+/// a square of the upright frame, in pixels, origin at the top left, turned by `angle`.
 struct FaceCrop {
-    var left: Double
-    var top: Double
+    /// Centre of the square, frame pixels (pixel edges: the frame spans 0...width).
+    var centreX: Double
+    var centreY: Double
     var side: Double
+    /// Direction of the crop's x axis in the frame, radians, image axes (y down): 0 is upright.
+    var angle: Double = 0
 
     /// The square the model should see around a face detector's box (pixels, origin top left).
     ///
-    /// `scale` and `shiftUp` follow the framing of the training faces (face about 46 % of
-    /// the crop wide, eyes at about 48 % of its height). Detectors draw boxes differently:
-    /// check the crop on screen with yours and adjust.
-    static func around(face box: CGRect, scale: Double = 2.2, shiftUp: Double = 0.1) -> FaceCrop {
+    /// `scale`, `shiftUp` are the manifest's `crop.scale`, `crop.shift_up`: they frame a BlazeFace
+    /// box like the training faces (measured by `python -m bench.detect --what framing`).
+    /// `rightEye` and `leftEye` (the person's own right and left, frame pixels) turn the crop with
+    /// the eye line, as `crop.roll == "eyes"` says; without them the crop stays upright.
+    static func around(face box: CGRect, rightEye: CGPoint? = nil, leftEye: CGPoint? = nil,
+                       scale: Double = 2.4, shiftUp: Double = 0.06) -> FaceCrop {
         let side = scale * Double(max(box.width, box.height))
-        let centreX = Double(box.midX)
-        let centreY = Double(box.midY) - shiftUp * side  // move up: keep the forehead in
-        return FaceCrop(left: centreX - side / 2, top: centreY - side / 2, side: side)
+        var angle = 0.0
+        if let r = rightEye, let l = leftEye {
+            angle = atan2(Double(l.y - r.y), Double(l.x - r.x))
+        }
+        // Move towards the top of the head: (sin, -cos) is "up" in a frame whose y points down.
+        return FaceCrop(centreX: Double(box.midX) + shiftUp * side * sin(angle),
+                        centreY: Double(box.midY) - shiftUp * side * cos(angle), side: side, angle: angle)
     }
 
-    /// Model coordinates (u, v) of frame pixel (x, y): pixel centres, as a bilinear
-    /// resize with align_corners=False maps them. (0, 0) is the centre of the model's
-    /// top-left pixel; the crop covers u, v in [-0.5, S - 0.5].
+    /// Model coordinates (u, v) of frame pixel (x, y): pixel centres, as a bilinear resize with
+    /// align_corners=False maps them. (0, 0) is the centre of the model's top-left pixel; the
+    /// crop covers u, v in [-0.5, S - 0.5].
     func modelCoordinates(x: Int, y: Int) -> (u: Double, v: Double) {
-        let k = Double(FaceMatSpec.size) / side
-        return ((Double(x) + 0.5 - left) * k - 0.5, (Double(y) + 0.5 - top) * k - 0.5)
+        let s = Double(FaceMatSpec.size)
+        let k = s / side
+        let dx = Double(x) + 0.5 - centreX
+        let dy = Double(y) + 0.5 - centreY
+        let c = cos(angle)
+        let n = sin(angle)
+        return (k * (dx * c + dy * n) + s / 2 - 0.5, k * (-dx * n + dy * c) + s / 2 - 0.5)
     }
 
-    /// The integer pixel rectangle of the frame that the crop covers.
+    /// The integer pixel rectangle of the frame that the (turned) square touches.
     func pixelBounds(frameWidth: Int, frameHeight: Int) -> (x0: Int, y0: Int, x1: Int, y1: Int) {
-        let x0 = max(0, Int(left.rounded(.down)))
-        let y0 = max(0, Int(top.rounded(.down)))
-        let x1 = min(frameWidth, Int((left + side).rounded(.up)))
-        let y1 = min(frameHeight, Int((top + side).rounded(.up)))
+        let h = side / 2
+        let reach = h * (abs(cos(angle)) + abs(sin(angle)))  // half the turned square's bounding box
+        let x0 = max(0, Int((centreX - reach).rounded(.down)))
+        let y0 = max(0, Int((centreY - reach).rounded(.down)))
+        let x1 = min(frameWidth, Int((centreX + reach).rounded(.up)))
+        let y1 = min(frameHeight, Int((centreY + reach).rounded(.up)))
         return (x0, y0, x1, y1)
     }
 }
@@ -126,18 +143,22 @@ final class FaceCropRenderer {
     }
 
     /// Crops `frame` (upright, any format Core Image reads, e.g. 32BGRA from
-    /// AVCaptureVideoDataOutput) to `region` and scales it to S x S. Where the square
-    /// leaves the frame, the frame's edge pixels are repeated.
+    /// AVCaptureVideoDataOutput) to `region`, turns it upright and scales it to S x S. Where the
+    /// square leaves the frame, the frame's edge pixels are repeated.
     ///
-    /// Scaling is Core Image's linear sampling. For crops much larger than S (more than
-    /// about 2x), a Lanczos or area downscale (CILanczosScaleTransform, vImageScale) aliases less.
+    /// Scaling is Core Image's linear sampling. For crops more than twice S, shrink the frame
+    /// first with an area or Lanczos filter (CILanczosScaleTransform, vImageScale), as
+    /// facemat/crop.py does, or the crop aliases.
     func render(frame: CVPixelBuffer, region: FaceCrop) {
         let s = Double(FaceMatSpec.size)
         let k = s / region.side
-        // Core Image's origin is the bottom left: the crop's bottom edge is at H - (top + side).
-        let bottom = Double(CVPixelBufferGetHeight(frame)) - (region.top + region.side)
-        let transform = CGAffineTransform(translationX: -region.left, y: -bottom)
+        // Core Image's origin is the bottom left: the centre is at (cx, H - cy), and turning the
+        // face upright is a rotation by +angle in its y-up axes.
+        let height = Double(CVPixelBufferGetHeight(frame))
+        let transform = CGAffineTransform(translationX: -region.centreX, y: -(height - region.centreY))
+            .concatenating(CGAffineTransform(rotationAngle: region.angle))
             .concatenating(CGAffineTransform(scaleX: k, y: k))
+            .concatenating(CGAffineTransform(translationX: s / 2, y: s / 2))
         let image = CIImage(cvPixelBuffer: frame)
             .clampedToExtent()
             .transformed(by: transform)
@@ -186,6 +207,23 @@ struct AlphaMatte {
         self.values = values
     }
 
+    /// The paste-back feather of the crop contract (`crop.feather` in the manifest): alpha times
+    /// a ramp that falls from 1 to 0 over the outer `feather * S` pixels of each edge, so a crop
+    /// edge that cuts through skin leaves no seam. Apply it once, before compositing.
+    func feathered(_ feather: Double = 0.05) -> AlphaMatte {
+        guard feather > 0 else { return self }
+        let width = feather * Double(size)
+        var out = values
+        for y in 0..<size {
+            let dy = min(Double(y) + 0.5, Double(size) - 0.5 - Double(y))
+            for x in 0..<size {
+                let dx = min(Double(x) + 0.5, Double(size) - 0.5 - Double(x))
+                out[y * size + x] *= Float(min(1, min(dx, dy) / width))
+            }
+        }
+        return try! AlphaMatte(size: size, values: out)  // same count: cannot throw
+    }
+
     /// Bilinear sample at model coordinates (pixel centres at integers), clamped at the
     /// edges. Callers only sample inside the crop, where u, v lie in [-0.5, S - 0.5].
     func sample(u: Double, v: Double) -> Float {
@@ -208,8 +246,8 @@ struct AlphaMatte {
 ///
 ///     out = alpha * filtered + (1 - alpha) * frame
 ///
-/// inside the crop rectangle only (alpha is 0 outside it), so background, hair and
-/// occluders in front of the face (alpha 0) keep the camera's pixels.
+/// inside the crop only (alpha is 0 outside it), so background, hair and occluders in
+/// front of the face (alpha 0) keep the camera's pixels. Pass `alpha.feathered()`.
 /// `frame` and `filtered` are 32BGRA of the same size; the alpha byte is left as it is.
 func composite(frame: CVPixelBuffer, filtered: CVPixelBuffer, alpha: AlphaMatte, region: FaceCrop) {
     let width = CVPixelBufferGetWidth(frame)
@@ -233,6 +271,8 @@ func composite(frame: CVPixelBuffer, filtered: CVPixelBuffer, alpha: AlphaMatte,
         let fil = filteredBase.advanced(by: y * filteredStride).assumingMemoryBound(to: UInt8.self)
         for x in b.x0..<b.x1 {
             let (u, v) = region.modelCoordinates(x: x, y: y)
+            let last = Double(alpha.size) - 0.5
+            if u < -0.5 || v < -0.5 || u > last || v > last { continue }  // outside the turned square
             let a = alpha.sample(u: u, v: v)
             if a <= 0 { continue }  // occluder or background: keep the camera pixel
             for c in 0..<3 {        // B, G, R
@@ -246,7 +286,7 @@ func composite(frame: CVPixelBuffer, filtered: CVPixelBuffer, alpha: AlphaMatte,
 
 /// The same composite on the GPU with Core Image: alpha becomes a one-channel float
 /// mask placed over the crop, and CIBlendWithMask takes `filtered` where the mask is 1
-/// and `frame` where it is 0 (outside the mask's extent too).
+/// and `frame` where it is 0 (outside the mask's extent too). Pass `alpha.feathered()`.
 ///
 /// `frameHeight` is the frame's height in pixels (Core Image's origin is the bottom left).
 func compositeImage(frame: CIImage, filtered: CIImage, alpha: AlphaMatte, region: FaceCrop,
@@ -256,10 +296,12 @@ func compositeImage(frame: CIImage, filtered: CIImage, alpha: AlphaMatte, region
     // Row 0 of the data is the top row of the matte, as for a CGImage.
     let mask = CIImage(bitmapData: data, bytesPerRow: s * MemoryLayout<Float>.size,
                        size: CGSize(width: s, height: s), format: .Lf, colorSpace: nil)
-    let k = region.side / Double(s)
-    let bottom = Double(frameHeight) - (region.top + region.side)
-    let placed = mask.transformed(by: CGAffineTransform(scaleX: k, y: k)
-        .concatenating(CGAffineTransform(translationX: region.left, y: bottom)))
+    // The inverse of FaceCropRenderer.render's transform: model square back onto the frame.
+    let placed = mask.transformed(by: CGAffineTransform(translationX: -Double(s) / 2, y: -Double(s) / 2)
+        .concatenating(CGAffineTransform(scaleX: region.side / Double(s), y: region.side / Double(s)))
+        .concatenating(CGAffineTransform(rotationAngle: -region.angle))
+        .concatenating(CGAffineTransform(translationX: region.centreX,
+                                         y: Double(frameHeight) - region.centreY)))
     return filtered.applyingFilter("CIBlendWithMask", parameters: [
         kCIInputBackgroundImageKey: frame,
         kCIInputMaskImageKey: placed,

@@ -263,8 +263,13 @@ def real_scene(seed: int, index: int, size: int = 256, split: str = "train", gro
     return RealScene(rng, face, scene, sample_occluders(rng, scene, size), dr, domain)
 
 
-def render_real(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train") -> Sample:
+def render_real(seed: int, index: int, size: int = 256, split: str = "train", group: str = "train", *,
+                layers: bool = False) -> Sample:
     """Sample ``index`` of ``(seed, split)`` on a real face of ``group``: a pure function of its arguments.
+
+    Args:
+        layers: also return ``skin`` (the face region before occluders), ``occluders``
+            and ``hand`` coverage as :class:`~facemat.data.synth.Sample` layers (for checks).
 
     Returns:
         A :class:`~facemat.data.synth.Sample` (uint8 image and alpha, meta with
@@ -275,8 +280,10 @@ def render_real(seed: int, index: int, size: int = 256, split: str = "train", gr
     image, gt, occluders = randomized_occlude(dr, scene, occluders, domain)
     if face.grey:  # a grey photo with colourful hands would teach a colour cue
         image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    maps = _layers(skin, occluders, size) if layers else {}
     if rng.random() < 0.5:
         image, gt = np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(gt[:, ::-1])
+        maps = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in maps.items()}
     out, aug = augment(rng, image)
     alpha = cv2.convertScaleAbs(gt, alpha=255.0)
     meta: dict[str, Any] = {
@@ -288,7 +295,18 @@ def render_real(seed: int, index: int, size: int = 256, split: str = "train", gr
     }
     if domain:
         meta["domain"] = domain
-    return Sample(out, alpha, meta)
+    return Sample(out, alpha, meta, maps)
+
+
+def _layers(skin: np.ndarray, occluders: list, size: int) -> dict[str, np.ndarray]:
+    clear = np.ones((size, size), np.float32)
+    hand = np.zeros((size, size), np.float32)
+    for occ in occluders:
+        _, a = occ.layer.full(size)
+        clear *= 1.0 - a
+        if occ.kind == "hand":
+            hand = np.maximum(hand, a)
+    return {"skin": skin, "occluders": 1.0 - clear, "hand": hand}
 
 
 def render_mix(seed: int, index: int, size: int = 256, split: str = "train") -> Sample:
@@ -302,14 +320,20 @@ def render_mix(seed: int, index: int, size: int = 256, split: str = "train") -> 
     return s
 
 
-def render_source(source: str, seed: int, index: int, size: int = 256, split: str = "train") -> Sample:
-    """Render one sample of a named source (one of :data:`SOURCES`)."""
+def render_source(source: str, seed: int, index: int, size: int = 256, split: str = "train", *,
+                  layers: bool = False) -> Sample:
+    """Render one sample of a named source (one of :data:`SOURCES`).
+
+    ``layers`` (not for ``mix``) adds at least ``skin``, ``occluders`` and ``hand`` (see :func:`render_real`).
+    """
     if source == "synth":
-        return render_sample(seed, index, size, split)
+        return render_sample(seed, index, size, split, layers=layers)
     if source == "real":
-        return render_real(seed, index, size, split, "train")
+        return render_real(seed, index, size, split, "train", layers=layers)
     if source == "real-holdout":
-        return render_real(seed, index, size, split, "holdout")
+        return render_real(seed, index, size, split, "holdout", layers=layers)
+    if layers:
+        raise ConfigError(f"layers are not available for source {source!r}; use synth, real or real-holdout")
     if source == "mix":
         return render_mix(seed, index, size, split)
     raise ConfigError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
