@@ -115,17 +115,10 @@ def match(detections: Sequence[Any], face_box: Sequence[float]) -> tuple[int | N
 def cpu_name() -> str:
     """The CPU model from ``/proc/cpuinfo`` and the core count."""
     import os
-    import platform
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
+    from bench.run import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def _matter(checkpoint: str):

@@ -118,17 +118,20 @@ def thread_list(spec: str) -> list[int]:
     return out
 
 
-def device_description() -> dict[str, Any]:
-    """What this machine is: CPU model, cores, OS."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (else what ``platform`` knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"description": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()} "
+    return platform.processor() or platform.machine()
+
+
+def device_description() -> dict[str, Any]:
+    """What this machine is: CPU model, cores, OS."""
+    return {"description": f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()} "
                            f"{platform.machine()}", "os": platform.system(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version()}
 

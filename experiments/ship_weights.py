@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.run import cpu_model  # noqa: E402
 from facemat.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from facemat.data.domain import TEXTURES  # noqa: E402
 from facemat.data.real import FACES  # noqa: E402
@@ -58,8 +58,7 @@ def main() -> int:
     photos = sorted({f.photo for f in FACES if f.group == "train"})
     sources = {"face_photos": [_source(n) for n in photos], "texture_photos": [_source(n) for n in TEXTURES],
                "models": [_source("face_landmark.tflite"), _source("selfie_segmentation.tflite")]}
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     meta = {"command": _command(cfg), "step": ckpt["meta"].get("step"),
             "best_val_score": ckpt["meta"].get("best_val_score"), "init": a.note,
             "init_sha256": cfg.get("init_sha256"), "teacher_sha256": cfg.get("teacher_sha256"),

@@ -121,7 +121,8 @@ def texture_surfaces(rng: np.random.Generator, occluders: list[Occluder]) -> lis
             h, w = layer.alpha.shape
             tex = photo_patch(rng, h, w).astype(np.float32) / 255.0
             lum = layer.rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-            shade = lum / max(float(np.mean(lum[layer.alpha > 0.5])) if (layer.alpha > 0.5).any() else 1.0, 1e-3)
+            solid = lum[layer.alpha > 0.5]
+            shade = lum / max(float(solid.mean()) if solid.size else 1.0, 1e-3)
             mix = np.float32(rng.uniform(0.5, 1.0))
             rgb = (1 - mix) * layer.rgb + mix * np.clip(tex * np.clip(shade, 0.0, 2.0)[..., None], 0.0, 1.0)
             layer = Layer(np.ascontiguousarray(rgb, dtype=np.float32), layer.alpha, layer.y0, layer.x0)

@@ -167,7 +167,7 @@ def load_faces(group: str) -> tuple[RealFace, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def _person_mask(name: str) -> np.ndarray:
+def _person_mask(name: str, group: str) -> np.ndarray:
     """The selfie segmenter's person probability over the photo of face ``name`` (photo pixels), cached.
 
     The segmenter sees a square of three face sides around the eyes, the framing of
@@ -175,7 +175,7 @@ def _person_mask(name: str) -> np.ndarray:
     """
     from facemat.pretrained.segmenter import SelfieSegmenter
 
-    face = next(f for g in GROUPS for f in load_faces(g) if f.spec.name == name)
+    face = next(f for f in load_faces(group) if f.spec.name == name)
     h, w = face.image.shape[:2]
     side = 3.0 * float(np.hypot(*(face.eyes[1] - face.eyes[0]))) / (2 * EX) * 1.2
     cx, cy = face.eyes.mean(0)
@@ -253,7 +253,7 @@ def real_scene(seed: int, index: int, size: int = 256, split: str = "train", gro
     domain: dict[str, Any] = {}
     if dr is not None and dr.random() < P_BACKGROUND:
         # The person stays, the photo's own background goes.
-        person = cv2.warpAffine(_person_mask(face.spec.name), m, (size, size), flags=cv2.INTER_LINEAR,
+        person = cv2.warpAffine(_person_mask(face.spec.name, group), m, (size, size), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REFLECT101)
         person = np.maximum(person, skin)[..., None]
         photo = cv2.convertScaleAbs(photo * person + photo_background(dr, size) * (1.0 - person), alpha=1.0)
