@@ -381,17 +381,21 @@ def add_common_args(parser) -> None:
     parser.add_argument("--amp", action="store_true",
                         help="bf16 autocast: on CUDA, or on a CPU whose /proc/cpuinfo lists avx512_bf16 or amx_bf16")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
-    parser.add_argument("--init", help="start from this checkpoint's weights (same --arch), e.g. the shipped "
-                        "facemat/weights/teacher.pt or student.pt, instead of the architecture's own start")
+    parser.add_argument("--init", help="start from this checkpoint's weights instead of the architecture's own "
+                        "start, e.g. the shipped facemat/weights/teacher.pt or student.pt; a smaller variant of "
+                        "the same family (student for --arch student-wide) is grown into --arch, same matte at step 0")
 
 
 def initial_model(settings: TrainSettings, kind: str, extra: dict[str, Any]) -> nn.Module:
     """The model a run starts from: ``settings.arch`` built fresh, or the weights of ``--init``.
 
-    Records the init checkpoint's sha256 in ``extra`` (the run's config).
+    An ``--init`` of a smaller variant of the same family (``student`` for
+    ``student-wide``) is grown into ``--arch`` so that it computes the same
+    matte at step 0 (:mod:`facemat.models.grow`). Records the init checkpoint's
+    sha256 in ``extra`` (the run's config), and the variant it grew from.
 
     Raises:
-        ConfigError: ``--init`` holds another architecture.
+        ConfigError: ``--init`` holds another architecture that cannot grow into ``--arch``.
     """
     from facemat.checkpoint import file_sha256, load_checkpoint
     from facemat.models import build_model
@@ -400,11 +404,26 @@ def initial_model(settings: TrainSettings, kind: str, extra: dict[str, Any]) -> 
     if settings.init is None:
         return build_model(arch)
     model, ckpt = load_checkpoint(settings.init, expect=kind)
-    if ckpt["model"]["arch"] != arch:
-        raise ConfigError(f"--init: {settings.init} holds a {ckpt['model']['arch']!r}, not --arch {arch}")
-    model.arch = arch
     extra["init_sha256"] = file_sha256(settings.init)
-    return model
+    if ckpt["model"]["arch"] == arch:
+        return model
+    # Another variant: grow it into --arch when --arch is a wider or deeper net of the same family.
+    from facemat.models import model_class
+    from facemat.models.grow import grow
+    from facemat.models.matting import _MatteNet
+
+    cls = model_class(arch)
+    if not (isinstance(model, _MatteNet) and cls is type(model)):
+        raise ConfigError(f"--init: {settings.init} holds a {ckpt['model']['arch']!r}, not --arch {arch}, "
+                          f"and a {type(model).__name__} does not grow into a {cls.__name__}")
+    big = build_model(arch)
+    try:
+        grow(model, big)
+    except ConfigError as exc:
+        raise ConfigError(f"--init: {settings.init} ({ckpt['model']['arch']!r}) cannot start --arch {arch}: "
+                          f"{exc}") from None
+    extra["init_grown_from"] = ckpt["model"]["arch"]
+    return big
 
 
 def common_settings(args) -> dict[str, Any]:

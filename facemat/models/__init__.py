@@ -32,6 +32,7 @@ __all__ = [
     "build_model",
     "check_input",
     "list_models",
+    "model_class",
     "model_kind",
     "register_model",
 ]
@@ -55,6 +56,12 @@ def default_config(name: str) -> Any:
     """The registered default config of variant ``name``."""
     _check_name(name)
     return _REGISTRY[name][1]
+
+
+def model_class(name: str) -> type[nn.Module]:
+    """The class a registered variant builds (without building it)."""
+    _check_name(name)
+    return _REGISTRY[name][0]
 
 
 def model_kind(name: str) -> str:
@@ -104,6 +111,13 @@ def _check_name(name: str) -> None:
 # and the logits are upsampled to full resolution (~10 M MACs at 256x256). It is
 # the variant whose int8 LiteRT build runs as fast as MediaPipe Face Mesh here.
 register_model("student", FaceMatStudent, MatteNetConfig(head="upsample", low_res=2))
+# The student's layout, wider and deeper (~25 M MACs at 256x256): more room to
+# follow the teacher on faces the generator never drew. Its int8 LiteRT build ran
+# at 0.81 ms beside Face Mesh's 1.20 ms here (docs/results.md). It starts from a
+# trained `student` grown to this size (facemat.models.grow; --init).
+register_model("student-wide", FaceMatStudent,
+               MatteNetConfig(stem=16, widths=(24, 32, 64, 96), depths=(1, 2, 3, 3), decoder=(64, 32, 24, 16),
+                              head="upsample", low_res=2))
 # Same low-resolution body with a fast guided-filter head: sharper edges, but its
 # int8 full-resolution multiply-and-sum costs ~0.7 ms more in LiteRT on this CPU.
 register_model("student-guided", FaceMatStudent, MatteNetConfig(head="guided", low_res=2))
