@@ -1,9 +1,9 @@
-"""The shipped student (low-resolution body, upsampled logits) through quantization and every runnable target.
+"""The pooled students (low-resolution body, upsampled logits) through quantization and every runnable target.
 
 The per-target tests use the full-resolution ``student-full`` at 64x64 because it
-is the cheapest net that exercises every op; this file chains the default
-``student`` (which pools its input 2x, so its sizes are multiples of 64) through
-PTQ and export, so the variant that ships is covered end to end.
+is the cheapest net that exercises every op; this file chains ``student`` and
+``student-wide`` (which pool their input 2x, so their sizes are multiples of 64)
+through PTQ and export, so the variants that ship are covered end to end.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from tests.helpers import warm_bn
 SIZE = 128
 
 
-@pytest.fixture(scope="module")
-def student(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["student", "student-wide"])
+def student(request, tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = warm_bn(build_model("student", size=SIZE))
-    return save_checkpoint(tmp_path_factory.mktemp("default") / "student.pt", model)
+    model = warm_bn(build_model(request.param, size=SIZE))
+    return save_checkpoint(tmp_path_factory.mktemp("default") / f"{request.param}.pt", model)
 
 
 def test_quantization_refuses_sizes_the_pooled_student_cannot_take(student: Path, tmp_path: Path):
