@@ -27,7 +27,7 @@ from facemat.pretrained.fetch import ASSETS, PACKAGES  # noqa: E402
 
 # Config keys that are bookkeeping, not training settings.
 _SKIP = {"command", "out", "resume", "device", "world_size", "log_every", "ckpt_every", "init_sha256",
-         "teacher_sha256"}
+         "init_grown_from", "teacher_sha256"}
 
 
 def _command(cfg: dict) -> str:
