@@ -398,7 +398,8 @@ def initial_model(settings: TrainSettings, kind: str, extra: dict[str, Any]) -> 
         ConfigError: ``--init`` holds another architecture that cannot grow into ``--arch``.
     """
     from facemat.checkpoint import file_sha256, load_checkpoint
-    from facemat.models import build_model
+    from facemat.models import MatteNetConfig, build_model, model_class
+    from facemat.models.grow import grow
 
     arch = settings.arch  # every command's settings subclass has one
     if settings.init is None:
@@ -408,12 +409,8 @@ def initial_model(settings: TrainSettings, kind: str, extra: dict[str, Any]) -> 
     if ckpt["model"]["arch"] == arch:
         return model
     # Another variant: grow it into --arch when --arch is a wider or deeper net of the same family.
-    from facemat.models import model_class
-    from facemat.models.grow import grow
-    from facemat.models.matting import _MatteNet
-
     cls = model_class(arch)
-    if not (isinstance(model, _MatteNet) and cls is type(model)):
+    if not (isinstance(model.config, MatteNetConfig) and cls is type(model)):
         raise ConfigError(f"--init: {settings.init} holds a {ckpt['model']['arch']!r}, not --arch {arch}, "
                           f"and a {type(model).__name__} does not grow into a {cls.__name__}")
     big = build_model(arch)

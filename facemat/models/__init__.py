@@ -113,8 +113,8 @@ def _check_name(name: str) -> None:
 register_model("student", FaceMatStudent, MatteNetConfig(head="upsample", low_res=2))
 # The student's layout, wider and deeper (~25 M MACs at 256x256): more room to
 # follow the teacher on faces the generator never drew. Its int8 LiteRT build ran
-# at 0.81 ms beside Face Mesh's 1.20 ms here (docs/results.md). It starts from a
-# trained `student` grown to this size (facemat.models.grow; --init).
+# at 0.86-1.02 ms beside Face Mesh's 1.17 ms here (docs/results.md). It starts from
+# a trained `student` grown to this size (facemat.models.grow; --init). Shipped.
 register_model("student-wide", FaceMatStudent,
                MatteNetConfig(stem=16, widths=(24, 32, 64, 96), depths=(1, 2, 3, 3), decoder=(64, 32, 24, 16),
                               head="upsample", low_res=2))

@@ -97,7 +97,9 @@ def grow(small: _MatteNet, big: _MatteNet) -> _MatteNet:
     return big
 
 
-def _grow_conv(old: nn.Conv2d, new: nn.Conv2d, old_parts, new_parts) -> None:
+def _grow_conv(old: nn.Conv2d, new: nn.Conv2d, old_parts: tuple[int, ...] | None,
+               new_parts: tuple[int, ...] | None) -> None:
+    """Copy one convolution (see :func:`grow`); ``*_parts``: its concatenated inputs, if any."""
     w_old, w_new = old.weight, new.weight
     out_old = w_old.shape[0]
     if old.groups > 1:  # depthwise: one input channel per output channel
