@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from facemat.checkpoint import load_checkpoint, save_checkpoint
+from facemat.checkpoint import save_checkpoint
 from facemat.errors import ConfigError
 from facemat.models import build_model
 from facemat.models.grow import grow
