@@ -732,7 +732,7 @@ model:
 examples:
   python -m facemat.demo --input face.png --checkpoint {_display(BUNDLED_STUDENT)} \\
       --effect tint --whole-frame --out face-tint.png
-  python -m facemat.demo --example --out docs/demo.jpg     # the README's picture""",
+  python -m facemat.demo --example --out demo.jpg          # the README's first example""",
     )
     parser.add_argument("--input", metavar="IMAGE|VIDEO|CLIP",
                         help="an image (.png, .jpg, ...), a video, or a clip folder (clips/<id> of python -m "

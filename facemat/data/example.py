@@ -11,7 +11,7 @@ face). The hand's seed is the first of :data:`SEEDS` whose hand covers
 :data:`COVER` of the face. Hopper is a held-out face: the shipped models never
 trained on her.
 
-``python -m facemat.demo --example --out docs/demo.jpg`` runs the demo on it.
+``python -m facemat.demo --example --out demo.jpg`` runs the demo on it.
 """
 
 from __future__ import annotations
