@@ -118,22 +118,86 @@ def read_occlusion(root: str, ids: list[str]) -> dict[str, bool] | None:
     or None when the folder has no ``meta.jsonl`` or it does not cover every id
     (a user's folder: no split is reported then).
     """
-    path = Path(root) / "meta.jsonl"
-    if not path.is_file():
-        return None
     found: dict[str, bool] = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for i, row in _meta_rows(root).items():
         try:
-            row = json.loads(line)
-            found[str(row["id"])] = float(row["occluded_fraction"]) >= OCCLUDED_MIN
+            found[i] = float(row["occluded_fraction"]) >= OCCLUDED_MIN
         except (ValueError, KeyError, TypeError):
-            continue  # a torn or foreign line: that id stays unknown
+            continue  # a foreign line: that id stays unknown
     if not all(i in found for i in ids):
         return None
     return {i: found[i] for i in ids}
 
 
-class SplitScores:
+def read_groups(root: str, ids: list[str]) -> dict[str, list[str]] | None:
+    """The named groups each image of a dataset folder belongs to, from its ``meta.jsonl``.
+
+    One group per occluder kind the generator put on the image (``hand``,
+    ``glasses``, ...), ``no occluder`` for an image without any, and ``face NAME``
+    for an image made from a real photo (``--source real|real-holdout``). An
+    image may be in several groups. None when the folder has no ``meta.jsonl``
+    or a row lacks the ``occluders`` list (a user's folder: no breakdown then).
+    """
+    rows = _meta_rows(root)
+    found: dict[str, list[str]] = {}
+    for i in ids:
+        row = rows.get(i)
+        kinds = None if row is None else row.get("occluders")
+        if not isinstance(kinds, list):
+            return None
+        groups = list(dict.fromkeys(str(k) for k in kinds)) or ["no occluder"]
+        if isinstance(row.get("face"), str):
+            groups.append(f"face {row['face']}")
+        found[i] = groups
+    return found
+
+
+def _meta_rows(root: str) -> dict[str, dict]:
+    """``{id: row}`` of a folder's ``meta.jsonl`` ({} when absent); torn or foreign lines are skipped."""
+    path = Path(root) / "meta.jsonl"
+    if not path.is_file():
+        return {}
+    rows: dict[str, dict] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+            rows[str(row["id"])] = row
+        except (ValueError, KeyError, TypeError):
+            continue
+    return rows
+
+
+class GroupScores:
+    """Overall matting scores of one model over named groups of images; an image may be in several.
+
+    ``add(pred, gt, groups)`` scores one image and returns its metrics;
+    ``add_values(values, groups)`` files metrics already computed; ``summary()``
+    -> ``{group: {metric: mean, "images": n}}`` in the order groups were first
+    seen (a group without images is absent).
+    """
+
+    def __init__(self) -> None:
+        # group -> metric -> per-image values (overall band only: no boundary or uncertainty masks needed)
+        self.scores: dict[str, dict[str, list[float]]] = {}
+        self.images: dict[str, int] = {}
+
+    def add(self, pred: np.ndarray, gt: np.ndarray, groups: list[str]) -> dict[str, float]:
+        values = matting_metrics(pred, gt)
+        self.add_values(values, groups)
+        return values
+
+    def add_values(self, values: dict[str, float], groups: list[str]) -> None:
+        for name in groups:
+            for k, v in values.items():
+                self.scores.setdefault(name, {}).setdefault(k, []).append(v)
+            self.images[name] = self.images.get(name, 0) + 1
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        means = BandScores._means(self.scores)  # the same NaN rule as every band's means
+        return {name: {**means[name], "images": n} for name, n in self.images.items()}
+
+
+class SplitScores(GroupScores):
     """Overall matting scores of one model, over all images and split into occluded / unoccluded.
 
     ``add(pred, gt, occluded)``; ``summary()`` -> ``{"all": {...}, "occluded": {...},
@@ -142,21 +206,13 @@ class SplitScores:
 
     GROUPS = ("all", "occluded", "unoccluded")
 
-    def __init__(self) -> None:
-        # group -> metric -> per-image values (overall band only: no boundary or uncertainty masks needed)
-        self.scores: dict[str, dict[str, list[float]]] = {}
-        self.images = dict.fromkeys(self.GROUPS, 0)
-
-    def add(self, pred: np.ndarray, gt: np.ndarray, occluded: bool | None) -> None:
-        values = matting_metrics(pred, gt)
-        for name in ["all"] + ([] if occluded is None else ["occluded" if occluded else "unoccluded"]):
-            for k, v in values.items():
-                self.scores.setdefault(name, {}).setdefault(k, []).append(v)
-            self.images[name] += 1
+    def add(self, pred: np.ndarray, gt: np.ndarray, occluded: bool | None) -> dict[str, float]:  # type: ignore[override]
+        groups = ["all"] + ([] if occluded is None else ["occluded" if occluded else "unoccluded"])
+        return super().add(pred, gt, groups)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        means = BandScores._means(self.scores)  # the same NaN rule as every band's means
-        return {name: {**means[name], "images": self.images[name]} for name in self.GROUPS if self.images[name]}
+        found = super().summary()
+        return {name: found[name] for name in self.GROUPS if name in found}
 
 
 # ------------------------------------------------------------- clips: temporal stability

@@ -189,3 +189,29 @@ def test_evaluate_reports_the_baseline_and_the_occlusion_split(tmp_path: Path):
     assert len(report["also"]) == 1 and report["also"][0]["splits"]["mesh-oval"] == splits["mesh-oval"]
     text = format_table(report)
     assert text.count("mesh-oval") >= 2 and "IoU gain" in text
+    # By occluder kind and by face: counts from meta.jsonl; the faces partition the images.
+    groups = report["groups"]
+    kinds = {k for r in rows for k in r["occluders"]}
+    expected = {k: sum(k in r["occluders"] for r in rows) for k in kinds}
+    expected.update({f"face {f}": sum(r["face"] == f for r in rows) for f in {r["face"] for r in rows}})
+    if any(not r["occluders"] for r in rows):
+        expected["no occluder"] = sum(not r["occluders"] for r in rows)
+    for name in ("model", "mesh-oval"):
+        assert {g: v["images"] for g, v in groups[name].items()} == expected
+        faces = [v for g, v in groups[name].items() if g.startswith("face ")]
+        mean_iou = sum(v["iou"] * v["images"] for v in faces) / 6
+        assert mean_iou == pytest.approx(splits[name]["all"]["iou"], rel=1e-6)
+    assert "by group" in text and all(g in text for g in expected)
+
+
+def test_read_groups_needs_every_row_with_its_occluders(tmp_path: Path):
+    from facemat.evaluation import read_groups
+
+    assert read_groups(str(tmp_path), ["a"]) is None  # a user's folder: no meta.jsonl
+    rows = [{"id": "a", "occluders": ["hand", "cup", "hand"], "face": "hopper"}, {"id": "b", "occluders": []},
+            "torn {"]
+    (tmp_path / "meta.jsonl").write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows))
+    assert read_groups(str(tmp_path), ["a", "b"]) == {"a": ["hand", "cup", "face hopper"], "b": ["no occluder"]}
+    assert read_groups(str(tmp_path), ["a", "c"]) is None  # an id the meta does not cover
+    (tmp_path / "meta.jsonl").write_text(json.dumps({"id": "a", "occluders": "hand"}))
+    assert read_groups(str(tmp_path), ["a"]) is None  # not a list

@@ -17,7 +17,9 @@ MediaPipe Face Mesh run in LiteRT on each image, its face-oval landmarks filled 
 a polygon (:mod:`facemat.pretrained.facemesh`), the face mask a filter app already
 has. Both are reported over all images and split into occluded and unoccluded
 ones when the folder's ``meta.jsonl`` says which (the generators write it), with
-the model's IoU gain over the baseline. ``--also DIR`` evaluates more folders in
+the model's IoU gain over the baseline, and again by occluder kind and by
+photographed face (``face NAME``) when ``meta.jsonl`` lists them, so a report
+says which occluders the matte still misses. ``--also DIR`` evaluates more folders in
 the same run (e.g. the synth test faces and the real-face generalization set).
 
 ``--clips DIR`` scores clip folders (``python -m facemat.data.synth --frames 8``):
@@ -193,16 +195,18 @@ def _evaluate_clips(model, mesh, folder: str, settings: EvaluateSettings) -> dic
 def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: EvaluateSettings) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from facemat.evaluation import BandScores, SplitScores, read_occlusion
+    from facemat.evaluation import BandScores, GroupScores, SplitScores, read_groups, read_occlusion
 
     n = len(data) if settings.limit is None else min(settings.limit, len(data))
     occlusion = read_occlusion(folder, data.ids[:n])
+    tags = read_groups(folder, data.ids[:n])
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(n)), batch_size=settings.batch)
 
     scores = BandScores(band_width=settings.band_width, top=settings.uncertainty_top)
     splits = {"model": SplitScores()}
     if mesh is not None and not isinstance(mesh, str):
         splits["mesh-oval"] = SplitScores()
+    groups = {name: GroupScores() for name in splits}
     rho_images: list[float] = []
     pooled_b: list[np.ndarray] = []
     pooled_err: list[np.ndarray] = []
@@ -222,9 +226,11 @@ def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: Evaluate
         for i in range(len(pred)):
             occluded = None if occlusion is None else occlusion[batch["id"][i]]
             scores.add(pred[i], gt[i], b=None if t_b is None else t_b[i])
-            splits["model"].add(pred[i], gt[i], occluded)
+            image_tags = [] if tags is None else tags[batch["id"][i]]
+            groups["model"].add_values(splits["model"].add(pred[i], gt[i], occluded), image_tags)
             if "mesh-oval" in splits:
-                splits["mesh-oval"].add(mesh.oval_chw(batch["image"][i].numpy()), gt[i], occluded)
+                oval = splits["mesh-oval"].add(mesh.oval_chw(batch["image"][i].numpy()), gt[i], occluded)
+                groups["mesh-oval"].add_values(oval, image_tags)
             if t_b is not None:
                 err = np.abs(t_alpha[i] - gt[i]).ravel()
                 b = t_b[i].ravel()
@@ -246,6 +252,8 @@ def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: Evaluate
         "splits": {name: sc.summary() for name, sc in splits.items()},
         "occlusion_split": occlusion is not None,
     }
+    if tags is not None:
+        report["groups"] = {name: sc.summary() for name, sc in groups.items()}
     if isinstance(mesh, str):
         report["baseline_error"] = mesh
     if rho_images:
@@ -297,12 +305,28 @@ def _format_one(report: dict[str, Any]) -> str:
         b = base.get(group)
         tail = f"{b['iou']:>12.4f}{values['iou'] - b['iou']:>+10.4f}" if b else f"{'-':>12}{'-':>10}"
         lines.append(f"{group:<12}{values['images']:>8}{values['sad']:>10.4f}{values['iou']:>10.4f}" + tail)
+    if "groups" in report:
+        lines.append("")
+        lines.append(_format_groups(report["groups"]))
     if "baseline_error" in report:
         lines.append(report["baseline_error"])
     elif not report["occlusion_split"]:
         lines.append("(no meta.jsonl with occluded_fraction for every image: no occluded/unoccluded split)")
     lines.append("SAD, Grad, Conn are /1000 per image; MSE raw; IoU at alpha >= 0.5; means over images. "
                  "mesh-oval: MediaPipe Face Mesh's face oval filled as a polygon (no occlusion handling).")
+    return "\n".join(lines)
+
+
+def _format_groups(groups: dict[str, dict[str, dict[str, float]]]) -> str:
+    """IoU by occluder kind and by photographed face, beside mesh-oval's (images may be in several rows)."""
+    base = groups.get("mesh-oval", {})
+    lines = [f"{'by group':<16}{'images':>8}{'sad':>10}{'iou':>10}{'mesh-oval':>12}{'IoU gain':>10}"]
+    # Occluder kinds A-Z, then the images without any, then the faces.
+    order = sorted(groups["model"], key=lambda g: (g.startswith("face "), g == "no occluder", g))
+    for name in order:
+        values, b = groups["model"][name], base.get(name)
+        tail = f"{b['iou']:>12.4f}{values['iou'] - b['iou']:>+10.4f}" if b else f"{'-':>12}{'-':>10}"
+        lines.append(f"{name:<16}{values['images']:>8}{values['sad']:>10.4f}{values['iou']:>10.4f}" + tail)
     return "\n".join(lines)
 
 
