@@ -65,11 +65,6 @@ def test_fetch_errors_are_one_line(tmp_path: Path):
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1
 
 
-def test_no_reserved_image_is_fetched():
-    members = " ".join(a.member for a in ASSETS.values())
-    assert "astronaut" not in members and "t1.jpg" not in members
-
-
 # ---------------------------------------------------------------- Face Mesh, mesh-oval
 
 
