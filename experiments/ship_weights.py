@@ -51,11 +51,19 @@ def main() -> int:
     p.add_argument("out", help="destination, e.g. facemat/weights/student.pt")
     p.add_argument("--note", required=True, help="what the run started from, in words")
     p.add_argument("--wall-s", type=float, required=True, help="training wall time in seconds")
+    p.add_argument("--face-photos", default=None,
+                   help="comma-separated training face photos the run saw, when the code's list has grown since "
+                   "(default: the training photos of facemat.data.real.FACES)")
     a = p.parse_args()
     run = Path(a.run)
     cfg = json.loads((run / "config.json").read_text())
     model, ckpt = load_checkpoint(run / "best.pt")
     photos = sorted({f.photo for f in FACES if f.group == "train"})
+    if a.face_photos:
+        photos = sorted(set(a.face_photos.split(",")))
+        unknown = [n for n in photos if n not in ASSETS or ASSETS[n].group != "faces"]
+        if unknown:
+            p.error(f"--face-photos: {unknown[0]!r} is not a face photograph this version fetches")
     sources = {"face_photos": [_source(n) for n in photos], "texture_photos": [_source(n) for n in TEXTURES],
                "models": [_source("face_landmark.tflite"), _source("selfie_segmentation.tflite")]}
     cpu = cpu_model()
