@@ -16,7 +16,7 @@ from facemat.pretrained.fetch import ASSETS, texture_photo
 
 def test_texture_photos_are_face_free_package_files():
     textures = {n for n, a in ASSETS.items() if a.group == "textures"}
-    assert textures == set(domain.TEXTURES)
+    assert set(domain.TEXTURES) <= textures  # the rest are the face-free check's (facemat.data.empty)
     with pytest.raises(ConfigError, match="not a texture photograph"):
         texture_photo("grace_hopper.jpg")
     for photo in domain.load_textures():

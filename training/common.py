@@ -356,7 +356,7 @@ def train(
 def add_common_args(parser) -> None:
     """The flags of :class:`TrainSettings`."""
     d = TrainSettings()
-    parser.add_argument("--data", default=d.data, help="data made on the fly: 'synth' (procedural faces), 'real' (real photos of the training faces with generated occluders), 'mix' (half of each); or a dataset folder")
+    parser.add_argument("--data", default=d.data, help="data made on the fly: 'synth' (procedural faces), 'real' (real photos of the training faces with generated occluders), 'mix' (half of each), 'mix-empty' (mix with a tenth of face-free crops, alpha 0, so that a finder's false box gets no matte), 'empty' (face-free crops alone); or a dataset folder")
     parser.add_argument("--out", required=True, help="output folder: last.pt, best.pt, metrics.jsonl, config.json")
     parser.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
     parser.add_argument("--batch", type=int, default=d.batch, help=f"batch per process (default {d.batch})")

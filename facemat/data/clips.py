@@ -299,8 +299,9 @@ def _scene(source: str, seed: int, index: int, size: int, split: str
     """The still sample's scene and occluders: ``(scene, occluders, meta, grey, mirror)``."""
     from facemat.data.real import MIX_REAL_P, SOURCES, real_scene
 
-    if source not in SOURCES:
-        raise ConfigError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if source not in SOURCES or source in ("mix-empty", "empty", "empty-holdout"):
+        allowed = [s for s in SOURCES if s not in ("mix-empty", "empty", "empty-holdout")]
+        raise ConfigError(f"clip source must be one of {', '.join(allowed)} (a clip follows a face), got {source!r}")
     if source == "mix":
         source = "real" if sample_rng(seed, index, f"mix-{split}").random() < MIX_REAL_P else "synth"
     if source == "synth":

@@ -35,7 +35,8 @@ __all__ = ["P_BACKGROUND", "P_RELIGHT", "P_SURFACE", "SURFACE_KINDS", "TEXTURES"
            "photo_background", "photo_patch", "relight", "texture_surfaces"]
 
 TEXTURES = ("coffee.png", "chelsea.png", "rocket.jpg", "gravel.png", "grass.png", "brick.png")
-"""The face-free photographs cut into backgrounds and surfaces."""
+"""The face-free photographs cut into backgrounds and surfaces (the fetch list's other ``textures`` are
+never trained on: :data:`facemat.data.empty.HOLDOUT_PHOTOS`)."""
 
 P_BACKGROUND = 0.5
 P_SURFACE = 0.5
@@ -64,20 +65,22 @@ def load_textures() -> tuple[np.ndarray, ...]:
     Raises:
         DataError: a photo cannot be fetched or decoded.
     """
+    return tuple(_read_texture(name) for name in TEXTURES)
+
+
+def _read_texture(name: str) -> np.ndarray:
+    """A face-free photograph of the fetch list's ``textures`` group, uint8 RGB, longest side at most 512."""
     from facemat.pretrained.fetch import texture_photo
 
-    out = []
-    for name in TEXTURES:
-        path = texture_photo(name)
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey PNGs come back as three equal channels
-        if bgr is None:
-            raise DataError(f"{path}: cannot be decoded as an image; delete it and run "
-                            "python -m facemat.pretrained.fetch --what textures")
-        scale = _MAX_SIDE / max(bgr.shape[:2])
-        if scale < 1:
-            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        out.append(np.ascontiguousarray(bgr[..., ::-1]))
-    return tuple(out)
+    path = texture_photo(name)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey PNGs come back as three equal channels
+    if bgr is None:
+        raise DataError(f"{path}: cannot be decoded as an image; delete it and run "
+                        "python -m facemat.pretrained.fetch --what textures")
+    scale = _MAX_SIDE / max(bgr.shape[:2])
+    if scale < 1:
+        bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(bgr[..., ::-1])
 
 
 def photo_patch(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -65,10 +65,10 @@ def render_frame(source: str, seed: int, index: int, width: int = 640, height: i
     Raises:
         ConfigError: an unknown source or a frame smaller than 64 pixels.
     """
-    from facemat.data.real import SOURCES, render_source
+    from facemat.data.real import render_source
 
-    if source not in SOURCES or source == "mix":
-        allowed = [s for s in SOURCES if s != "mix"]
+    allowed = ("synth", "real", "real-holdout")  # a frame places one face: sources of one face each
+    if source not in allowed:
         raise ConfigError(f"frame source must be one of {', '.join(allowed)}, got {source!r}")
     if min(width, height) < 64:
         raise ConfigError(f"frames must be at least 64x64, got {width}x{height}")

