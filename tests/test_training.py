@@ -188,6 +188,26 @@ def test_evaluator_on_a_foreign_folder(tmp_path: Path, teacher_run: Path):
     assert -1 <= rho["pooled"] <= 1 and rho["images"] == 5
 
 
+def test_evaluator_counts_face_free_images(tmp_path: Path, teacher_run: Path):
+    import cv2
+
+    from training.evaluate import format_table
+
+    folder = write_disc_folder(tmp_path / "free", count=4, size=64, seed=7)
+    blank = sorted((folder / "alphas").glob("*.png"))[:2]
+    for path in blank:
+        cv2.imwrite(str(path), np.zeros((64, 64), np.uint8))
+    report = evaluate(EvaluateSettings(checkpoint=str(teacher_run / "best.pt"), data=str(folder), json_out=None,
+                                       batch=2, baseline=False))
+    assert report["face_free_images"] == 2
+    assert "2 of these images hold no face" in format_table(report)
+    for path in sorted((folder / "alphas").glob("*.png"))[2:]:
+        cv2.imwrite(str(path), np.zeros((64, 64), np.uint8))
+    report = evaluate(EvaluateSettings(checkpoint=str(teacher_run / "best.pt"), data=str(folder), json_out=None,
+                                       batch=2, baseline=False))
+    assert report["face_free_images"] == 4 and "No image here holds a face" in format_table(report)
+
+
 def test_evaluate_cli_json(tmp_path: Path, teacher_run: Path, disc_folder: Path):
     out_json = tmp_path / "eval.json"
     train_student(DistillSettings(data=str(disc_folder), out=str(tmp_path / "s"),

@@ -212,6 +212,7 @@ def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: Evaluate
     pooled_err: list[np.ndarray] = []
     rng = np.random.default_rng(0)
     per_img_pixels = max(1, POOLED_PIXELS // max(1, n))
+    face_free = 0  # images whose ground truth is empty (facemat.data.empty)
     for batch in tqdm(loader, desc=f"evaluate {folder}", file=sys.stderr, disable=n <= settings.batch):
         out = model(batch["image"])
         pred = (out[0] if isinstance(out, tuple) else out).numpy()[:, 0]
@@ -225,6 +226,7 @@ def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: Evaluate
             t_alpha, t_b = t_out[0].numpy()[:, 0], t_out[1].numpy()[:, 0]
         for i in range(len(pred)):
             occluded = None if occlusion is None else occlusion[batch["id"][i]]
+            face_free += int(not gt[i].any())
             scores.add(pred[i], gt[i], b=None if t_b is None else t_b[i])
             image_tags = [] if tags is None else tags[batch["id"][i]]
             groups["model"].add_values(splits["model"].add(pred[i], gt[i], occluded), image_tags)
@@ -251,6 +253,7 @@ def _evaluate_folder(model, teacher, mesh, folder: str, data, settings: Evaluate
         },
         "splits": {name: sc.summary() for name, sc in splits.items()},
         "occlusion_split": occlusion is not None,
+        "face_free_images": face_free,
     }
     if tags is not None:
         report["groups"] = {name: sc.summary() for name, sc in groups.items()}
@@ -312,6 +315,13 @@ def _format_one(report: dict[str, Any]) -> str:
         lines.append(report["baseline_error"])
     elif not report["occlusion_split"]:
         lines.append("(no meta.jsonl with occluded_fraction for every image: no occluded/unoccluded split)")
+    free = report.get("face_free_images", 0)
+    if free == report["images"]:
+        lines.append("No image here holds a face (every alpha is 0): IoU is the share of images left clean "
+                     "(no pixel at alpha >= 0.5), SAD the matte painted; mesh-oval always draws its oval.")
+    elif free:
+        lines.append(f"{free} of these images hold no face (alpha 0 everywhere): IoU counts 1 for each left "
+                     "clean, 0 for each with any pixel at alpha >= 0.5.")
     lines.append("SAD, Grad, Conn are /1000 per image; MSE raw; IoU at alpha >= 0.5; means over images. "
                  "mesh-oval: MediaPipe Face Mesh's face oval filled as a polygon (no occlusion handling).")
     return "\n".join(lines)
