@@ -65,14 +65,18 @@ def main() -> int:
         unknown = [n for n in photos if n not in ASSETS or ASSETS[n].group != "faces"]
         if unknown:
             p.error(f"--face-photos: {unknown[0]!r} is not a face photograph this version fetches")
+    models = ["face_landmark.tflite", "selfie_segmentation.tflite"]
+    if "empty" in str(cfg["data"]):  # face-free crops keep clear of the faces BlazeFace finds (facemat.data.empty)
+        models.append("face_detection_short_range.tflite")
     sources = {"face_photos": [_source(n) for n in photos], "texture_photos": [_source(n) for n in TEXTURES],
-               "models": [_source("face_landmark.tflite"), _source("selfie_segmentation.tflite")]}
+               "models": [_source(n) for n in models]}
     cpu = cpu_model()
     meta = {"command": _command(cfg), "step": ckpt["meta"].get("step"),
             "best_val_score": ckpt["meta"].get("best_val_score"), "init": a.note,
             "init_sha256": cfg.get("init_sha256"), "teacher_sha256": cfg.get("teacher_sha256"),
             "data": f"--data {cfg['data']} rendered by {GENERATOR} (training split: with the domain randomization "
-                    "of facemat.data.domain)",
+                    "of facemat.data.domain" + ("; a tenth face-free crops, alpha 0, of facemat.data.empty)"
+                                                if cfg["data"] == "mix-empty" else ")"),
             "data_sources": sources, "trained_on": f"{cfg.get('world_size', 1)} process(es), {cpu}, {a.wall_s:.0f} s"}
     if "source" in model.config.to_dict() and model.config.to_dict()["source"]:
         meta["pretrained"] = model.config.to_dict()["source"]

@@ -127,7 +127,7 @@ class PipelineSettings:
     out: str
     budget: str = "small"
     targets: tuple[str, ...] = TARGETS
-    data: str = "mix"
+    data: str = "mix-empty"
     init: str = "shipped"
     test_data: str = "synth"
     quantize: str | None = None  # None: the budget's
@@ -670,9 +670,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", default="small", choices=tuple(BUDGETS), help="how much work (default small)")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help=f"comma list of export targets (default {','.join(TARGETS)})")
-    parser.add_argument("--data", default="mix",
-                        help="training data: 'mix' (the default: procedural faces and real package photos with "
-                        "generated occluders, what the shipped models were trained on), 'synth', 'real', or your "
+    parser.add_argument("--data", default="mix-empty",
+                        help="training data: 'mix-empty' (the default, what the shipped models were trained on: "
+                        "procedural faces and real package photos with generated occluders, and a tenth face-free "
+                        "crops with alpha 0), 'mix' (the same without face-free crops), 'synth', 'real', or your "
                         "dataset folder")
     parser.add_argument("--init", default="shipped", choices=INITS,
                         help="shipped (default): fine-tune the shipped teacher and student on --data; scratch: "

@@ -151,7 +151,7 @@ def test_the_default_fine_tunes_the_shipped_models(tmp_path: Path):
         cmd = shipped[stage]
         assert cmd[cmd.index("--init") + 1] == str(path)
         assert cmd[cmd.index("--arch") + 1] == read_checkpoint(path)["model"]["arch"]
-        assert cmd[cmd.index("--data") + 1] == "mix"
+        assert cmd[cmd.index("--data") + 1] == "mix-empty"
     scratch = {st.name: st for st in build_stages(PipelineSettings(out=str(tmp_path), init="scratch"), tmp_path)}
     assert all("--init" not in scratch[n].commands[0] for n in ("teacher", "student"))
     # The shipped weights are part of the stage key: new weights retrain.
