@@ -33,16 +33,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facemat.data.synth import (
-    Sample,
-    _check_seed,
-    _check_size,
-    _check_split,
-    augment,
-    occlude,
-    sample_record,
-    sample_rng,
-)
+from facemat.data.synth import (Sample, _check_seed, _check_size, _check_split, augment, occlude, sample_record,
+                                sample_rng)
 from facemat.data.synth_face import render_background, render_face
 from facemat.data.synth_occluders import sample_occluders
 from facemat.errors import ConfigError
