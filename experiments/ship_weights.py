@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.run import cpu_model  # noqa: E402
 from facemat.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from facemat.data.domain import TEXTURES  # noqa: E402
-from facemat.data.real import FACES  # noqa: E402
+from facemat.data.real import FACE_FREE_SOURCES, FACES  # noqa: E402
 from facemat.data.synth import GENERATOR  # noqa: E402
 from facemat.pretrained.fetch import ASSETS, PACKAGES  # noqa: E402
 
@@ -65,8 +65,9 @@ def main() -> int:
         unknown = [n for n in photos if n not in ASSETS or ASSETS[n].group != "faces"]
         if unknown:
             p.error(f"--face-photos: {unknown[0]!r} is not a face photograph this version fetches")
+    face_free = cfg["data"] in FACE_FREE_SOURCES
     models = ["face_landmark.tflite", "selfie_segmentation.tflite"]
-    if "empty" in str(cfg["data"]):  # face-free crops keep clear of the faces BlazeFace finds (facemat.data.empty)
+    if face_free:  # face-free crops keep clear of the faces BlazeFace finds (facemat.data.empty)
         models.append("face_detection_short_range.tflite")
     sources = {"face_photos": [_source(n) for n in photos], "texture_photos": [_source(n) for n in TEXTURES],
                "models": [_source(n) for n in models]}
@@ -75,8 +76,8 @@ def main() -> int:
             "best_val_score": ckpt["meta"].get("best_val_score"), "init": a.note,
             "init_sha256": cfg.get("init_sha256"), "teacher_sha256": cfg.get("teacher_sha256"),
             "data": f"--data {cfg['data']} rendered by {GENERATOR} (training split: with the domain randomization "
-                    "of facemat.data.domain" + ("; a tenth face-free crops, alpha 0, of facemat.data.empty)"
-                                                if cfg["data"] == "mix-empty" else ")"),
+                    "of facemat.data.domain" + ("; face-free crops, alpha 0, of facemat.data.empty)"
+                                                if face_free else ")"),
             "data_sources": sources, "trained_on": f"{cfg.get('world_size', 1)} process(es), {cpu}, {a.wall_s:.0f} s"}
     if "source" in model.config.to_dict() and model.config.to_dict()["source"]:
         meta["pretrained"] = model.config.to_dict()["source"]

@@ -297,10 +297,10 @@ def _occluder_motion(rng: np.random.Generator, occ: Occluder, scene: Scene, head
 def _scene(source: str, seed: int, index: int, size: int, split: str
            ) -> tuple[Scene, list[Occluder], dict[str, Any], bool, bool]:
     """The still sample's scene and occluders: ``(scene, occluders, meta, grey, mirror)``."""
-    from facemat.data.real import MIX_REAL_P, SOURCES, real_scene
+    from facemat.data.real import FACE_FREE_SOURCES, MIX_REAL_P, SOURCES, real_scene
 
-    if source not in SOURCES or source in ("mix-empty", "empty", "empty-holdout"):
-        allowed = [s for s in SOURCES if s not in ("mix-empty", "empty", "empty-holdout")]
+    allowed = [s for s in SOURCES if s not in FACE_FREE_SOURCES]
+    if source not in allowed:
         raise ConfigError(f"clip source must be one of {', '.join(allowed)} (a clip follows a face), got {source!r}")
     if source == "mix":
         source = "real" if sample_rng(seed, index, f"mix-{split}").random() < MIX_REAL_P else "synth"

@@ -51,17 +51,25 @@ _TRIES = 40
 
 
 @functools.lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
+    """A training face photo, decoded once per process."""
+    from facemat.data.real import _read_photo
+
+    return _read_photo(name)
+
+
+@functools.lru_cache(maxsize=None)
 def face_boxes(photo: str) -> tuple[tuple[float, float, float], ...]:
     """The faces of one training photo as ``(cx, cy, side)`` squares: the specs', then BlazeFace's, cached.
 
     BlazeFace runs with its candidates' threshold (0.4) and zoomed windows, so that
     a face the specs leave out (a second person, a profile) is avoided too.
     """
-    from facemat.data.real import FACES, _read_photo
+    from facemat.data.real import FACES
     from facemat.finder import CANDIDATE, BlazeFaceFinder
 
     boxes = [(f.cx, f.cy, f.side) for f in FACES if f.photo == photo]
-    image = _read_photo(photo)
+    image = _photo(photo)
     finder = BlazeFaceFinder("short", confirm=False, min_score=CANDIDATE)
     for d in finder(image):
         x, y, w, h = d.box
@@ -75,9 +83,7 @@ def face_free_window(rng: np.random.Generator, photo: str) -> tuple[int, int, in
     Clear means outside every face's keep-out square (:data:`_KEEP_OUT` face sides
     around its centre, from :func:`face_boxes`).
     """
-    from facemat.data.real import _read_photo
-
-    h, w = _read_photo(photo).shape[:2]
+    h, w = _photo(photo).shape[:2]
     faces = face_boxes(photo)
     for _ in range(_TRIES):
         side = int(min(h, w) * rng.uniform(0.12, 0.5))
@@ -95,12 +101,12 @@ def _cut(image: np.ndarray, x0: int, y0: int, side: int, size: int) -> np.ndarra
 
 def _photo_region(rng: np.random.Generator, size: int) -> np.ndarray | None:
     """A ``size x size`` face-free cut of a training face photo, or None when the draws find none."""
-    from facemat.data.real import FACES, _read_photo
+    from facemat.data.real import FACES
 
     photos = sorted({f.photo for f in FACES if f.group == "train"})
     photo = photos[int(rng.integers(len(photos)))]
     window = face_free_window(rng, photo)
-    return None if window is None else _cut(_read_photo(photo), *window, size)
+    return None if window is None else _cut(_photo(photo), *window, size)
 
 
 @functools.lru_cache(maxsize=None)

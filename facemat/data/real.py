@@ -110,6 +110,9 @@ SOURCES = ("synth", "real", "real-holdout", "mix", "mix-empty", "empty", "empty-
 that mix with :data:`MIX_EMPTY_P` of face-free crops, face-free crops (training backgrounds), face-free crops of
 the held-out photos (:mod:`facemat.data.empty`)."""
 
+FACE_FREE_SOURCES = ("mix-empty", "empty", "empty-holdout")
+"""The sources that hold face-free crops (clips and frames, which follow a face, refuse them)."""
+
 MIX_REAL_P = 0.5
 MIX_EMPTY_P = 0.1
 # Face-unit geometry the occluders aim at (mid values of the generator's ranges):
